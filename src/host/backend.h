@@ -1,0 +1,131 @@
+/* The narrow interface between the backend-agnostic host logic (src/host) and a compute
+ * backend (src/cpu, src/cuda). Every pointer named "backend memory" lives where the backend
+ * computes (host for CPU, device for CUDA); host pointers are marked as such.
+ *
+ * Contract for every operation:
+ * - returns FNGD_SUCCESS or an error status; on error it has written a message into `err`
+ *   (fngd_errf) and has not written to any output except workspace;
+ * - enqueues its work on `stream` (CUDA) and does not block unless it says so;
+ * - never allocates in the reuse-phase operations (gather, weighted_grad, sgd_update).
+ */
+#ifndef FNGD_HOST_BACKEND_H
+#define FNGD_HOST_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fngd_backend_ctx fngd_backend_ctx_t;
+
+/* Coefficient-table statistics over the stored keys of one set (host struct). */
+typedef struct fngd_coef_summary {
+    int64_t count;
+    double min, max, sum;
+} fngd_coef_summary_t;
+
+typedef struct fngd_backend_ops {
+    const char* name;
+
+    /* Lifecycle. create binds the device (CUDA) and creates library handles. */
+    fngd_status_t (*create)(const fngd_config_t* cfg, fngd_backend_ctx_t** ctx, fngd_err_t* err);
+    void (*destroy)(fngd_backend_ctx_t* ctx);
+
+    /* Memory. alloc returns zero-filled memory, 256-byte aligned; blocking. */
+    fngd_status_t (*alloc)(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr, fngd_err_t* err);
+    void (*free)(fngd_backend_ctx_t* ctx, void* ptr);
+    /* Blocking copies between host memory and backend memory. */
+    fngd_status_t (*upload)(fngd_backend_ctx_t* ctx, void* dst, const void* host_src,
+                            size_t bytes, fngd_stream_t stream, fngd_err_t* err);
+    fngd_status_t (*download)(fngd_backend_ctx_t* ctx, void* host_dst, const void* src,
+                              size_t bytes, fngd_stream_t stream, fngd_err_t* err);
+    fngd_status_t (*synchronize)(fngd_backend_ctx_t* ctx, fngd_stream_t stream, fngd_err_t* err);
+
+    /* Workspace bytes that layer_gram / weighted_grad / factor_solve need for a batch of N
+     * with the layer's resolved method (max over the three is what the host reserves). */
+    size_t (*workspace_bytes)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
+    size_t (*solver_workspace_bytes)(fngd_backend_ctx_t* ctx, int N);
+
+    /* Set *nonfinite to 1 if any of x[0..n) is NaN or Inf, else 0. Blocking (host result). */
+    fngd_status_t (*check_finite)(fngd_backend_ctx_t* ctx, const float* x, size_t n,
+                                  int* nonfinite, fngd_stream_t stream, fngd_err_t* err);
+
+    /* K (N x N, row-major, symmetric, both triangles written) = scale^2 * Gram of the layer's
+     * per-sample gradients on this batch, using layer->method; with accumulate != 0 adds to K
+     * instead. scale converts the caller's gradients to per-sample ones (N or 1). */
+    fngd_status_t (*layer_gram)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                const fngd_layer_batch_t* batch, int N, float scale, float* K,
+                                int accumulate, void* ws, size_t ws_bytes, fngd_stream_t stream,
+                                fngd_err_t* err);
+
+    /* Damped Cholesky solve in double precision:
+     *   shift = damping_kind == TRACE_RELATIVE ? damping * trace(K) : N * damping
+     *   shift = max(shift, min_shift)
+     *   alpha = (K + shift I)^-1 r,   r = rhs (N floats, backend memory) or all ones if NULL.
+     * Writes *info (host): 0 on success, > 0 if not positive definite (alpha then untouched),
+     * *shift_used and *trace_K (host). Blocking (it reads the factorization status). */
+    fngd_status_t (*factor_solve)(fngd_backend_ctx_t* ctx, const float* K, int N,
+                                  fngd_damping_kind_t damping_kind, double damping,
+                                  double min_shift, const float* rhs, float* alpha, int* info,
+                                  double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
+                                  fngd_stream_t stream, fngd_err_t* err);
+
+    /* Per-sample keys: key_i = ids ? ids[i] : key_offset + i (ids: host memory, validated).
+     * scatter: table[key_i * nsets + set] = alpha[i]; seen[key_i] = 1. */
+    fngd_status_t (*scatter_coefs)(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
+                                   int nsets, int set, const int64_t* ids, int64_t key_offset,
+                                   int N, const float* alpha, fngd_stream_t stream,
+                                   fngd_err_t* err);
+    /* gather: out[i] = out_scale * (seen[key_i] ? table[key_i * nsets + set] : fallback_value
+     * where fallback_value = fallback[set] for STORED_MEAN or 1/N for UNIFORM);
+     * *fallback_count (backend memory, int64) += number of unseen keys when count != 0. */
+    fngd_status_t (*gather_coefs)(fngd_backend_ctx_t* ctx, const float* table,
+                                  const uint8_t* seen, int nsets, int set, const int64_t* ids,
+                                  int64_t key_offset, int N, fngd_fallback_t fallback_kind,
+                                  const float* fallback, float out_scale, float* out,
+                                  int64_t* fallback_count, int count, fngd_stream_t stream,
+                                  fngd_err_t* err);
+    /* Summary of table[key * nsets + set] over keys with seen[key] != 0, key < num_keys.
+     * Blocking (host result). */
+    fngd_status_t (*summarize_coefs)(fngd_backend_ctx_t* ctx, const float* table,
+                                     const uint8_t* seen, int64_t num_keys, int nsets, int set,
+                                     fngd_coef_summary_t* out, fngd_stream_t stream,
+                                     fngd_err_t* err);
+
+    /* Direction of one layer: out_w (n_weight floats) and out_b (n_bias floats, if the layer
+     * has one) = scale * sum_i alpha[i] * g_i, the coefficient-weighted per-sample gradient,
+     * formed as one reduction without per-sample gradients (METHOD.md section 4, last part). */
+    fngd_status_t (*weighted_grad)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                   const fngd_layer_batch_t* batch, int N, const float* alpha,
+                                   float scale, float* out_w, float* out_b, void* ws,
+                                   size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+
+    /* SGD with momentum, decoupled from preconditioning, for n floats:
+     *   d = dir + weight_decay * param;  mom = momentum * mom + d (mom may be NULL if
+     *   momentum == 0, then mom_val = d);  param -= lr * mom_val. */
+    fngd_status_t (*sgd_update)(fngd_backend_ctx_t* ctx, float* param, const float* dir,
+                                float* mom, int64_t n, float lr, float momentum,
+                                float weight_decay, fngd_stream_t stream, fngd_err_t* err);
+
+    /* dst[0..n) = src[0..n) (both backend memory). */
+    fngd_status_t (*copy)(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,
+                          fngd_stream_t stream, fngd_err_t* err);
+} fngd_backend_ops_t;
+
+/* The backends compiled into this library. fngd_cuda_backend_ops() returns NULL when the
+ * library was built without CUDA. */
+const fngd_backend_ops_t* fngd_cpu_backend_ops(void);
+const fngd_backend_ops_t* fngd_cuda_backend_ops(void);
+/* Nonzero when at least one CUDA device can be used (0 without CUDA support). */
+int fngd_cuda_device_available(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

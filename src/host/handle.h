@@ -1,0 +1,59 @@
+/* The optimizer handle: configuration, layers, epoch state and the backend memory it owns.
+ * Plain C, backend-agnostic; the backend is reached only through `ops`. */
+#ifndef FNGD_HOST_HANDLE_H
+#define FNGD_HOST_HANDLE_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "error.h"
+#include "layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Host-side counters; everything a checkpoint must carry besides backend arrays. */
+typedef struct fngd_counters {
+    int epoch;
+    fngd_phase_t phase;
+    int64_t steps_total;
+    int64_t steps_in_epoch;
+    int64_t factorizations;
+    int64_t damping_retries;
+    int64_t rejected_steps;
+    int have_collected;       /* a collect epoch has finished: the table may be reused */
+    double last_damping;
+} fngd_counters_t;
+
+struct fngd_handle {
+    fngd_config_t cfg;
+    const fngd_backend_ops_t* ops;
+    fngd_backend_ctx_t* ctx;
+    fngd_err_t err;
+
+    fngd_layer_t* layers;
+    int num_layers;
+    int layers_capacity;
+    int prepared;             /* layer set frozen and backend memory allocated */
+
+    fngd_counters_t counters;
+
+    /* Backend memory, allocated by fngd_prepare. */
+    int nsets;                /* coefficient sets: num_layers (per-layer) or 1 (global) */
+    float* coef_table;        /* num_samples * nsets */
+    uint8_t* coef_seen;       /* num_samples */
+    float* coef_fallback;     /* nsets: stored mean per set */
+    int64_t* fallback_count;  /* 1 counter */
+    float* gram;              /* max_batch^2 */
+    float* alpha;             /* nsets * max_batch: this step's coefficients */
+    void* workspace;
+    size_t workspace_bytes;
+    int workspace_owned;      /* 1 if the library allocated it */
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
