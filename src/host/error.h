@@ -26,6 +26,8 @@ fngd_status_t fngd_errf(fngd_err_t* err, fngd_status_t status, const char* file,
 #endif
     ;
 void fngd_err_clear(fngd_err_t* err);
+/* The error record of the calling thread, for calls that have no handle. */
+fngd_err_t* fngd_thread_err(void);
 
 #define FNGD_FAIL(err, status, ...) fngd_errf((err), (status), __FILE__, __LINE__, __VA_ARGS__)
 

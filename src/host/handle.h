@@ -50,6 +50,8 @@ struct fngd_handle {
     void* workspace;
     size_t workspace_bytes;
     int workspace_owned;      /* 1 if the library allocated it */
+
+    int64_t* id_scratch;      /* host, max_batch: sorted copy of the ids for the duplicate check */
 };
 
 #ifdef __cplusplus

@@ -1,0 +1,116 @@
+/* Freezing the layer set and allocating the backend memory a step needs. */
+#include "alloc.h"
+#include "handle.h"
+#include "nvtx_range.h"
+
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+static size_t workspace_need(fngd_handle_t h) {
+    size_t need = h->ops->solver_workspace_bytes(h->ctx, h->cfg.max_batch);
+    for (int l = 0; l < h->num_layers; ++l) {
+        size_t w = h->ops->workspace_bytes(h->ctx, &h->layers[l], h->cfg.max_batch);
+        if (w > need) need = w;
+    }
+    return align256(need);
+}
+
+fngd_status_t fngd_get_workspace_size(fngd_handle_t h, size_t* bytes) {
+    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    FNGD_REQUIRE(&h->err, bytes, FNGD_ERROR_INVALID_ARGUMENT, "bytes is NULL");
+    FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE, "no layer registered yet");
+    *bytes = workspace_need(h);
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t fngd_set_workspace(fngd_handle_t h, void* workspace, size_t bytes) {
+    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    FNGD_REQUIRE(&h->err, !h->prepared, FNGD_ERROR_INVALID_STATE,
+                 "the workspace must be set before fngd_prepare / the first fngd_step");
+    FNGD_REQUIRE(&h->err, workspace, FNGD_ERROR_INVALID_ARGUMENT, "workspace is NULL");
+    FNGD_REQUIRE(&h->err, ((uintptr_t)workspace & 255) == 0, FNGD_ERROR_INVALID_ARGUMENT,
+                 "workspace must be 256-byte aligned");
+    FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
+                 "register the layers first (the size depends on them)");
+    size_t need = workspace_need(h);
+    FNGD_REQUIRE(&h->err, bytes >= need, FNGD_ERROR_INVALID_ARGUMENT,
+                 "workspace of %zu bytes is too small: %zu needed (fngd_get_workspace_size)",
+                 bytes, need);
+    h->workspace = workspace;
+    h->workspace_bytes = bytes;
+    h->workspace_owned = 0;
+    return FNGD_SUCCESS;
+}
+
+static void release(fngd_handle_t h, void** p) {
+    if (*p) h->ops->free(h->ctx, *p);
+    *p = NULL;
+}
+
+void fngd_release_backend_memory(fngd_handle_t h) {
+    if (!h->ctx) return;
+    release(h, (void**)&h->coef_table);
+    release(h, (void**)&h->coef_seen);
+    release(h, (void**)&h->coef_fallback);
+    release(h, (void**)&h->fallback_count);
+    release(h, (void**)&h->gram);
+    release(h, (void**)&h->alpha);
+    for (int l = 0; l < h->num_layers; ++l) {
+        release(h, (void**)&h->layers[l].momentum);
+        release(h, (void**)&h->layers[l].direction);
+    }
+    if (h->workspace_owned) release(h, &h->workspace);
+    h->workspace_owned = 0;
+    fngd_host_free(h->id_scratch);
+    h->id_scratch = NULL;
+    h->prepared = 0;
+}
+
+static fngd_status_t alloc_backend(fngd_handle_t h, void** p, size_t bytes) {
+    return h->ops->alloc(h->ctx, bytes, p, &h->err);
+}
+
+fngd_status_t fngd_prepare(fngd_handle_t h) {
+    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    if (h->prepared) return FNGD_SUCCESS;
+    FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
+                 "no layer registered: call fngd_add_layer first");
+    fngd_nvtx_push("fngd_prepare");
+    fngd_status_t s = FNGD_SUCCESS;
+    const fngd_config_t* c = &h->cfg;
+    size_t N = (size_t)c->max_batch;
+    h->nsets = c->coef_mode == FNGD_COEF_GLOBAL ? 1 : h->num_layers;
+    size_t nsets = (size_t)h->nsets, ns = (size_t)c->num_samples;
+    if (ns > SIZE_MAX / sizeof(float) / nsets) {
+        s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "coefficient table size overflows");
+        goto cleanup;
+    }
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_table, ns * nsets * sizeof(float)));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_seen, ns));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_fallback, nsets * sizeof(float)));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->fallback_count, sizeof(int64_t)));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->gram, N * N * sizeof(float)));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->alpha, nsets * N * sizeof(float)));
+    if (c->output == FNGD_OUTPUT_APPLY_SGD) {
+        for (int l = 0; l < h->num_layers; ++l) {
+            fngd_layer_t* L = &h->layers[l];
+            size_t bytes = (size_t)L->grad_len * sizeof(float);
+            FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->direction, bytes));
+            if (c->momentum > 0) FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->momentum, bytes));
+        }
+    }
+    if (!h->workspace) {
+        h->workspace_bytes = workspace_need(h);
+        FNGD_TRY_GOTO(s, alloc_backend(h, &h->workspace, h->workspace_bytes));
+        h->workspace_owned = 1;
+    }
+    h->id_scratch = fngd_host_alloc(N * sizeof(int64_t), 64);
+    if (!h->id_scratch) {
+        s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate the id scratch");
+        goto cleanup;
+    }
+    h->prepared = 1;
+cleanup:
+    if (s != FNGD_SUCCESS) fngd_release_backend_memory(h);
+    fngd_nvtx_pop();
+    return s;
+}

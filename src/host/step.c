@@ -1,0 +1,174 @@
+/* fngd_step: the collect phase (Gram, damped Cholesky, solve, store) and the reuse phase
+ * (gather stored coefficients), both ending in the weighted reduction per layer. */
+#include "nvtx_range.h"
+#include "step_internal.h"
+
+/* Factor and solve one damped Gram, raising the damping on "not positive definite". */
+static fngd_status_t solve_with_retries(fngd_handle_t h, int N, const float* rhs, float* alpha,
+                                        int64_t* retries, double* shift_used,
+                                        fngd_stream_t stream) {
+    const fngd_config_t* c = &h->cfg;
+    double min_shift = 0.0;
+    for (int attempt = 0;; ++attempt) {
+        int info = 0;
+        double shift = 0.0, trace = 0.0;
+        fngd_nvtx_push("factor_solve");
+        fngd_status_t s = h->ops->factor_solve(h->ctx, h->gram, N, c->damping_kind, c->damping,
+                                               min_shift, rhs, alpha, &info, &shift, &trace,
+                                               h->workspace, h->workspace_bytes, stream, &h->err);
+        fngd_nvtx_pop();
+        FNGD_TRY(s);
+        if (info == 0) {
+            *shift_used = shift;
+            return FNGD_SUCCESS;
+        }
+        FNGD_REQUIRE(&h->err, attempt < c->max_damping_retries, FNGD_ERROR_NOT_POSITIVE_DEFINITE,
+                     "damped Gram (N = %d, diagonal shift %g, trace %g) is not positive definite "
+                     "(Cholesky pivot %d) after %d retries; raise the damping",
+                     N, shift, trace, info, attempt);
+        /* Grow the shift geometrically; from zero, start at a tiny fraction of the trace. */
+        min_shift = shift > 0 ? shift * c->damping_growth : 1e-6 * (trace > 0 ? trace : 1.0);
+        ++*retries;
+    }
+}
+
+/* Collect phase: alpha for every coefficient set into h->alpha (nsets x N). Writes nothing
+ * that outlives a failure. */
+static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
+                                          const fngd_layer_batch_t* batches, const float* rhs,
+                                          int64_t* retries, double* shift_used,
+                                          fngd_stream_t stream) {
+    float scale = h->cfg.grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
+    int global = h->cfg.coef_mode == FNGD_COEF_GLOBAL;
+    for (int l = 0; l < h->num_layers; ++l) {
+        fngd_nvtx_push("gram");
+        fngd_status_t s = h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, scale,
+                                             h->gram, global && l > 0, h->workspace,
+                                             h->workspace_bytes, stream, &h->err);
+        fngd_nvtx_pop();
+        FNGD_TRY(s);
+        if (!global)
+            FNGD_TRY(solve_with_retries(h, N, rhs, h->alpha + (size_t)l * h->cfg.max_batch,
+                                        retries, shift_used, stream));
+    }
+    if (global) FNGD_TRY(solve_with_retries(h, N, rhs, h->alpha, retries, shift_used, stream));
+    return FNGD_SUCCESS;
+}
+
+/* Reuse phase: gather the stored coefficients of every set into h->alpha. */
+static fngd_status_t gather_coefficients(fngd_handle_t h, int N, const int64_t* ids,
+                                         fngd_stream_t stream) {
+    fngd_nvtx_push("gather");
+    fngd_status_t s = FNGD_SUCCESS;
+    for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set)
+        s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, set, ids,
+                                 fngd_key_offset(h), N, h->cfg.fallback, h->coef_fallback, 1.0f,
+                                 h->alpha + (size_t)set * h->cfg.max_batch, h->fallback_count,
+                                 set == 0, stream, &h->err);
+    fngd_nvtx_pop();
+    return s;
+}
+
+static fngd_status_t store_coefficients(fngd_handle_t h, int N, const int64_t* ids,
+                                        fngd_stream_t stream) {
+    fngd_nvtx_push("scatter");
+    fngd_status_t s = FNGD_SUCCESS;
+    for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set)
+        s = h->ops->scatter_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, set, ids,
+                                  fngd_key_offset(h), N,
+                                  h->alpha + (size_t)set * h->cfg.max_batch, stream, &h->err);
+    fngd_nvtx_pop();
+    return s;
+}
+
+/* The weighted reduction of one layer into its grad buffers, or into the direction scratch
+ * followed by the SGD update of its parameters. */
+static fngd_status_t produce_direction(fngd_handle_t h, int l, const fngd_layer_batch_t* batch,
+                                       int N, fngd_stream_t stream) {
+    const fngd_config_t* c = &h->cfg;
+    fngd_layer_t* L = &h->layers[l];
+    const fngd_layer_desc_t* d = &L->desc;
+    const float* alpha = h->alpha + (c->coef_mode == FNGD_COEF_GLOBAL ? 0 : (size_t)l * c->max_batch);
+    float scale = c->grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
+    int apply = c->output == FNGD_OUTPUT_APPLY_SGD;
+    float* out_w = apply ? L->direction : d->grad_weight;
+    float* out_b = apply ? (L->n_bias ? L->direction + L->n_weight : NULL) : d->grad_bias;
+    fngd_nvtx_push("reduce");
+    fngd_status_t s = h->ops->weighted_grad(h->ctx, L, batch, N, alpha, scale, out_w, out_b,
+                                            h->workspace, h->workspace_bytes, stream, &h->err);
+    fngd_nvtx_pop();
+    FNGD_TRY(s);
+    if (!apply) return FNGD_SUCCESS;
+    fngd_nvtx_push("update");
+    float* mom = L->momentum;
+    s = h->ops->sgd_update(h->ctx, d->weight, L->direction, mom, L->n_weight, c->learning_rate,
+                           c->momentum, c->weight_decay, stream, &h->err);
+    if (s == FNGD_SUCCESS && L->n_bias)
+        s = h->ops->sgd_update(h->ctx, d->bias, L->direction + L->n_weight,
+                               mom ? mom + L->n_weight : NULL, L->n_bias, c->learning_rate,
+                               c->momentum, c->weight_decay, stream, &h->err);
+    /* Callers that also registered grad buffers get the direction there too. */
+    if (s == FNGD_SUCCESS && d->grad_weight)
+        s = h->ops->copy(h->ctx, d->grad_weight, L->direction, L->n_weight, stream, &h->err);
+    if (s == FNGD_SUCCESS && L->n_bias && d->grad_bias)
+        s = h->ops->copy(h->ctx, d->grad_bias, L->direction + L->n_weight, L->n_bias, stream,
+                         &h->err);
+    fngd_nvtx_pop();
+    return s;
+}
+
+static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
+                               const fngd_layer_batch_t* batches, const float* rhs,
+                               fngd_stream_t stream) {
+    const fngd_config_t* c = &h->cfg;
+    fngd_err_t* err = &h->err;
+    FNGD_REQUIRE(err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
+                 "no layer registered: call fngd_add_layer before fngd_step");
+    FNGD_REQUIRE(err, N >= 1 && N <= c->max_batch, FNGD_ERROR_INVALID_ARGUMENT,
+                 "batch_size %d is outside 1..max_batch (%d)", N, c->max_batch);
+    FNGD_TRY(fngd_prepare(h));
+    int collect = h->counters.phase == FNGD_PHASE_COLLECT;
+    if (collect && c->rhs == FNGD_RHS_CUSTOM)
+        FNGD_REQUIRE(err, rhs, FNGD_ERROR_INVALID_ARGUMENT,
+                     "config.rhs is FNGD_RHS_CUSTOM: pass N right-hand-side values in rhs");
+    FNGD_TRY(fngd_validate_ids(h, N, ids));
+    FNGD_TRY(fngd_validate_batches(h, N, batches, stream));
+    if (collect && c->rhs == FNGD_RHS_CUSTOM && c->check_finite) {
+        int bad = 0;
+        FNGD_TRY(h->ops->check_finite(h->ctx, rhs, (size_t)N, &bad, stream, err));
+        FNGD_REQUIRE(err, !bad, FNGD_ERROR_NONFINITE, "rhs contains NaN or Inf");
+    }
+
+    int64_t retries = 0;
+    double shift = 0.0;
+    if (collect) {
+        FNGD_TRY(compute_coefficients(h, N, batches, c->rhs == FNGD_RHS_CUSTOM ? rhs : NULL,
+                                      &retries, &shift, stream));
+        /* Everything below writes state; the inputs were all validated above. */
+        FNGD_TRY(store_coefficients(h, N, ids, stream));
+    } else {
+        FNGD_TRY(gather_coefficients(h, N, ids, stream));
+    }
+    for (int l = 0; l < h->num_layers; ++l) FNGD_TRY(produce_direction(h, l, &batches[l], N, stream));
+
+    fngd_counters_t* k = &h->counters;
+    if (collect) {
+        k->factorizations += h->nsets;
+        k->damping_retries += retries;
+        k->last_damping = shift / N; /* report lambda: the shift is N * lambda */
+    }
+    k->steps_total++;
+    k->steps_in_epoch++;
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t fngd_step(fngd_handle_t h, int batch_size, const int64_t* sample_ids,
+                        const fngd_layer_batch_t* batches, const float* rhs,
+                        fngd_stream_t stream) {
+    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    fngd_nvtx_push(h->counters.phase == FNGD_PHASE_COLLECT ? "fngd_step(collect)" : "fngd_step(reuse)");
+    fngd_status_t s = step_impl(h, batch_size, sample_ids, batches, rhs, stream);
+    if (s != FNGD_SUCCESS) h->counters.rejected_steps++;
+    fngd_nvtx_pop();
+    return s;
+}

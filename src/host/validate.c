@@ -1,0 +1,77 @@
+/* Checks of a step's arguments, all done before anything is written, so a rejected step
+ * changes no state. */
+#include <stdlib.h>
+
+#include "step_internal.h"
+
+static int cmp_i64(const void* a, const void* b) {
+    int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
+    return (x > y) - (x < y);
+}
+
+fngd_status_t fngd_validate_ids(fngd_handle_t h, int N, const int64_t* ids) {
+    fngd_err_t* err = &h->err;
+    int64_t ns = h->cfg.num_samples;
+    if (!ids) {
+        int64_t end = h->counters.steps_in_epoch * (int64_t)h->cfg.max_batch + N;
+        FNGD_REQUIRE(err, end <= ns, FNGD_ERROR_INVALID_ARGUMENT,
+                     "position keys of step %lld (up to %lld) exceed num_samples = %lld: pass "
+                     "sample ids, or raise num_samples to steps per epoch * max_batch",
+                     (long long)h->counters.steps_in_epoch, (long long)end, (long long)ns);
+        return FNGD_SUCCESS;
+    }
+    for (int i = 0; i < N; ++i)
+        FNGD_REQUIRE(err, ids[i] >= 0 && ids[i] < ns, FNGD_ERROR_INVALID_ARGUMENT,
+                     "sample_ids[%d] = %lld is outside [0, num_samples = %lld)", i,
+                     (long long)ids[i], (long long)ns);
+    int64_t* sorted = h->id_scratch;
+    for (int i = 0; i < N; ++i) sorted[i] = ids[i];
+    qsort(sorted, (size_t)N, sizeof *sorted, cmp_i64);
+    for (int i = 1; i < N; ++i)
+        FNGD_REQUIRE(err, sorted[i] != sorted[i - 1], FNGD_ERROR_INVALID_ARGUMENT,
+                     "sample id %lld appears twice in the batch", (long long)sorted[i]);
+    return FNGD_SUCCESS;
+}
+
+static fngd_status_t check_finite(fngd_handle_t h, const float* x, int64_t n, int layer,
+                                  const char* what, fngd_stream_t stream) {
+    int bad = 0;
+    FNGD_TRY(h->ops->check_finite(h->ctx, x, (size_t)n, &bad, stream, &h->err));
+    FNGD_REQUIRE(&h->err, !bad, FNGD_ERROR_NONFINITE, "layer %d: %s contains NaN or Inf", layer,
+                 what);
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t fngd_validate_batches(fngd_handle_t h, int N, const fngd_layer_batch_t* batches,
+                                    fngd_stream_t stream) {
+    fngd_err_t* err = &h->err;
+    FNGD_REQUIRE(err, batches, FNGD_ERROR_INVALID_ARGUMENT, "batches is NULL");
+    for (int l = 0; l < h->num_layers; ++l) {
+        const fngd_layer_t* L = &h->layers[l];
+        const fngd_layer_batch_t* b = &batches[l];
+        FNGD_REQUIRE(err, b->input, FNGD_ERROR_INVALID_ARGUMENT, "batches[%d].input is NULL", l);
+        int generic = L->kind == FNGD_LAYER_GENERIC;
+        FNGD_REQUIRE(err, generic || b->grad_output, FNGD_ERROR_INVALID_ARGUMENT,
+                     "batches[%d].grad_output is NULL", l);
+        const fngd_layer_desc_t* d = &L->desc;
+        if (h->cfg.output == FNGD_OUTPUT_WRITE_GRAD) {
+            FNGD_REQUIRE(err, d->grad_weight, FNGD_ERROR_INVALID_ARGUMENT,
+                         "layer %d has no grad_weight buffer to write the direction to", l);
+            FNGD_REQUIRE(err, !L->n_bias || d->grad_bias, FNGD_ERROR_INVALID_ARGUMENT,
+                         "layer %d has a bias but no grad_bias buffer", l);
+        } else {
+            FNGD_REQUIRE(err, d->weight, FNGD_ERROR_INVALID_ARGUMENT,
+                         "layer %d has no weight buffer to update (FNGD_OUTPUT_APPLY_SGD)", l);
+            FNGD_REQUIRE(err, !L->n_bias || d->bias, FNGD_ERROR_INVALID_ARGUMENT,
+                         "layer %d has a bias but no bias buffer to update", l);
+        }
+        if (h->cfg.check_finite) {
+            FNGD_TRY(check_finite(h, b->input, N * L->in_per_sample, l,
+                                  generic ? "input (per-sample gradients)" : "input", stream));
+            if (!generic)
+                FNGD_TRY(check_finite(h, b->grad_output, N * L->out_per_sample, l, "grad_output",
+                                      stream));
+        }
+    }
+    return FNGD_SUCCESS;
+}
