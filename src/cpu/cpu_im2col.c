@@ -1,0 +1,59 @@
+/* Layout helpers: convolution patches (im2col), grad_output rows, fills, symmetric mirror.
+ * Plain loops; all the arithmetic of the backend happens in BLAS on what these produce. */
+#include <string.h>
+
+#include "cpu_internal.h"
+
+void cpu_im2col(const fngd_layer_t* layer, const float* input, int i0, int nb, float* out) {
+    const fngd_layer_desc_t* d = &layer->desc;
+    const int C = d->in_channels, H = d->in_h, W = d->in_w;
+    const int kh = d->kernel_h, kw = d->kernel_w;
+    const int oh_n = layer->out_h, ow_n = layer->out_w;
+    const int64_t p = layer->p, T = layer->T;
+    for (int i = 0; i < nb; ++i) {
+        const float* x = input + (int64_t)(i0 + i) * C * H * W;
+        for (int oh = 0; oh < oh_n; ++oh) {
+            for (int ow = 0; ow < ow_n; ++ow) {
+                float* row = out + ((int64_t)i * T + (int64_t)oh * ow_n + ow) * p;
+                const int h0 = oh * d->stride_h - d->pad_h;
+                const int w0 = ow * d->stride_w - d->pad_w;
+                for (int c = 0; c < C; ++c) {
+                    const float* xc = x + (int64_t)c * H * W;
+                    for (int ki = 0; ki < kh; ++ki) {
+                        const int h = h0 + ki * d->dilation_h;
+                        float* dst = row + ((int64_t)c * kh + ki) * kw;
+                        if (h < 0 || h >= H) {
+                            memset(dst, 0, (size_t)kw * sizeof(float));
+                            continue;
+                        }
+                        for (int kj = 0; kj < kw; ++kj) {
+                            const int w = w0 + kj * d->dilation_w;
+                            dst[kj] = (w >= 0 && w < W) ? xc[(int64_t)h * W + w] : 0.0f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void cpu_conv_rows(const fngd_layer_t* layer, const float* grad_output, int i0, int nb,
+                   const float* row_scale, float mult, float* out) {
+    const int64_t T = layer->T, q = layer->q;
+    for (int i = 0; i < nb; ++i) {
+        const float s = row_scale ? mult * row_scale[i] : mult;
+        const float* e = grad_output + (int64_t)(i0 + i) * q * T;
+        float* dst = out + (int64_t)i * T * q;
+        for (int64_t o = 0; o < q; ++o)
+            for (int64_t t = 0; t < T; ++t) dst[t * q + o] = s * e[o * T + t];
+    }
+}
+
+void cpu_fill(float* x, size_t n, float value) {
+    for (size_t k = 0; k < n; ++k) x[k] = value;
+}
+
+void cpu_mirror_upper(float* K, int n) {
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) K[(int64_t)j * n + i] = K[(int64_t)i * n + j];
+}
