@@ -343,6 +343,29 @@ FNGD_API fngd_status_t fngd_get_stats(fngd_handle_t handle, fngd_stats_t* stats)
 FNGD_API fngd_status_t fngd_get_coefficients(fngd_handle_t handle, int set, int64_t n,
                                              const int64_t* ids, float* coefs);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Checkpoints: the complete optimizer state (configuration, epoch and phase, coefficient     */
+/* table, fallback means, momentum buffers, counters). Parameters themselves are the caller's. */
+/* Format: versioned little-endian binary with a CRC-32 checksum, documented in README.md.     */
+/* Loading validates the whole image before touching anything: a file of another format      */
+/* version, another configuration or layer set, or a truncated or corrupted one returns a      */
+/* clear status and leaves the live state unchanged. All of these calls block.                 */
+
+/** Bytes fngd_save_state needs for this handle's current state. */
+FNGD_API fngd_status_t fngd_state_size(fngd_handle_t handle, size_t* bytes);
+/** Serialise the state into caller memory (host) of `bytes`; *written (may be NULL) = size. */
+FNGD_API fngd_status_t fngd_save_state(fngd_handle_t handle, void* buffer, size_t bytes,
+                                       size_t* written);
+/**
+ * Restore a state produced by fngd_save_state into a handle created with the same
+ * configuration and the same layers (registered in the same order); buffer is host memory.
+ */
+FNGD_API fngd_status_t fngd_load_state(fngd_handle_t handle, const void* buffer, size_t bytes);
+/** Save to a file atomically: written to "<path>.tmp.<pid>", flushed (fsync), then renamed. */
+FNGD_API fngd_status_t fngd_save_file(fngd_handle_t handle, const char* path);
+/** Load a file written by fngd_save_file (same rules as fngd_load_state). */
+FNGD_API fngd_status_t fngd_load_file(fngd_handle_t handle, const char* path);
+
 #ifdef __cplusplus
 }
 #endif
