@@ -1,0 +1,71 @@
+#include "coef_summary.cuh"
+
+#include <math.h>
+
+#define THREADS 256
+
+__device__ static inline void combine(fngd_coef_summary_item& a, const fngd_coef_summary_item& b)
+{
+    a.count += b.count;
+    a.min = fmin(a.min, b.min);
+    a.max = fmax(a.max, b.max);
+    a.sum += b.sum;
+}
+
+/* Tree reduction in shared memory; thread 0 ends with the block's total. */
+__device__ static inline fngd_coef_summary_item block_combine(fngd_coef_summary_item v)
+{
+    __shared__ fngd_coef_summary_item s[THREADS];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (int h = THREADS / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) combine(s[threadIdx.x], s[threadIdx.x + h]);
+        __syncthreads();
+    }
+    return s[0];
+}
+
+__device__ static inline fngd_coef_summary_item empty_item()
+{
+    fngd_coef_summary_item e;
+    e.count = 0;
+    e.min = INFINITY;
+    e.max = -INFINITY;
+    e.sum = 0.0;
+    return e;
+}
+
+static __global__ void summary_partial_kernel(fngd_coef_summary_params P)
+{
+    fngd_coef_summary_item v = empty_item();
+    for (int64_t k = blockIdx.x * (int64_t)THREADS + threadIdx.x; k < P.num_keys;
+         k += (int64_t)gridDim.x * THREADS) {
+        if (P.seen[k]) {
+            const double x = P.table[k * P.nsets + P.set];
+            v.count += 1;
+            v.min = fmin(v.min, x);
+            v.max = fmax(v.max, x);
+            v.sum += x;
+        }
+    }
+    const fngd_coef_summary_item b = block_combine(v);
+    if (threadIdx.x == 0) P.partials[blockIdx.x] = b;
+}
+
+static __global__ void summary_final_kernel(fngd_coef_summary_params P)
+{
+    fngd_coef_summary_item v = empty_item();
+    for (int b = threadIdx.x; b < P.blocks; b += THREADS) combine(v, P.partials[b]);
+    const fngd_coef_summary_item t = block_combine(v);
+    if (threadIdx.x == 0) *P.result = t;
+}
+
+cudaError_t fngd_launch_coef_summary(const fngd_coef_summary_params& P, cudaStream_t stream)
+{
+    if (P.blocks <= 0) return cudaErrorInvalidValue;
+    summary_partial_kernel<<<P.blocks, THREADS, 0, stream>>>(P);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    summary_final_kernel<<<1, THREADS, 0, stream>>>(P);
+    return cudaGetLastError();
+}
