@@ -1,0 +1,371 @@
+// The direction of a collect-phase fngd_step (FNGD_OUTPUT_WRITE_GRAD) against the dense
+// double-precision reference (tests/reference), over layer kinds, shapes, batch sizes, both
+// Gram methods, both coefficient modes, both damping kinds, custom right-hand sides and both
+// gradient conventions. Also checks the reference itself on cases with known answers.
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+
+#include "test_util.h"
+
+using namespace fngd_test;
+
+namespace {
+
+// ---- the reference checked against itself -----------------------------------------------------
+
+// The Woodbury identity the library relies on, checked on the reference: the dense d x d solve
+// and G (K + N lambda I)^-1 r are the same vector (both double; 1e-10 is far above double
+// rounding for d ~ 50 and cond ~ 20, and far below any mistake).
+TEST(Reference, DenseSolveEqualsGramSolve) {
+    Rng rng(11);
+    for (int N : {1, 5, 40}) {  // N < d, N ~ d and N > d
+        const int64_t d = 23;
+        std::vector<double> G((size_t)(N * d)), r((size_t)N);
+        for (double& x : G) x = rng.normal(0.1, 1.0);
+        for (double& x : r) x = rng.uniform(0.5, 2.0);
+        for (const double* rp : {(const double*)nullptr, (const double*)r.data()}) {
+            double lambda = fngd_ref_lambda(FNGD_DAMPING_TRACE_RELATIVE, 0.05, G.data(), N, d);
+            std::vector<double> dense((size_t)d), alpha((size_t)N), viaK((size_t)d);
+            ASSERT_EQ(0, fngd_ref_dense_direction(G.data(), N, d, lambda, rp, dense.data()));
+            ASSERT_EQ(0, fngd_ref_coefficients(G.data(), N, d, lambda, rp, alpha.data()));
+            fngd_ref_weighted_sum(G.data(), N, d, alpha.data(), viaK.data());
+            EXPECT_LT(rel_err(viaK, dense), 1e-10) << "N=" << N;
+        }
+    }
+}
+
+// A 1x1 convolution with stride 1 and no padding is a linear layer over the H*W positions
+// with channels as features (the layouts differ: NCHW vs N x T x C); the reference's explicit
+// convolution sum must agree with its linear sum exactly up to double rounding.
+TEST(Reference, PointwiseConvEqualsLinearOverPositions) {
+    Rng rng(12);
+    const int N = 3, Ci = 4, Co = 5, H = 3, W = 7, T = H * W;
+    fngd_layer_desc_t conv = fngd_conv2d_desc(Ci, Co, H, W, 1, 1, 1);
+    fngd_layer_desc_t lin = fngd_linear_desc(Ci, Co, 1);
+    lin.positions = T;
+    std::vector<float> x((size_t)N * Ci * T), dy((size_t)N * Co * T);
+    rng.fill(x, 0, 1);
+    rng.fill(dy, 0, 1);
+    std::vector<float> xt(x.size()), dyt(dy.size());  // N x T x C
+    for (int n = 0; n < N; ++n)
+        for (int t = 0; t < T; ++t) {
+            for (int c = 0; c < Ci; ++c) xt[(size_t)(n * T + t) * Ci + c] = x[(size_t)(n * Ci + c) * T + t];
+            for (int c = 0; c < Co; ++c) dyt[(size_t)(n * T + t) * Co + c] = dy[(size_t)(n * Co + c) * T + t];
+        }
+    const int64_t d = (int64_t)Ci * Co + Co;
+    std::vector<double> Gc((size_t)(N * d)), Gl((size_t)(N * d));
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&conv, N, x.data(), dy.data(), 2.0, Gc.data(), d, 0));
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&lin, N, xt.data(), dyt.data(), 2.0, Gl.data(), d, 0));
+    EXPECT_LT(rel_err(Gc, Gl), 1e-14);
+}
+
+// A hand-computed convolution gradient: 1 channel, 3x3 input 1..9, 2x2 kernel, stride 2,
+// padding 1, dilation 1 -> 2x2 output. With dy = 1 at output (0,0) only, the patch of that
+// output covers rows/cols -1..0, so g = [0 0; 0 x(0,0)] = [0, 0, 0, 1].
+TEST(Reference, ConvHandComputed) {
+    fngd_layer_desc_t d = fngd_conv2d_desc(1, 1, 3, 3, 2, 2, 1);
+    d.stride_h = d.stride_w = 2;
+    d.pad_h = d.pad_w = 1;
+    fngd_ref_geom_t g;
+    ASSERT_EQ(0, fngd_ref_geometry(&d, &g));
+    ASSERT_EQ(2, g.out_h);
+    ASSERT_EQ(2, g.out_w);
+    std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, 9}, dy = {1, 0, 0, 0};
+    std::vector<double> G(5);
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&d, 1, x.data(), dy.data(), 1.0, G.data(), 5, 0));
+    EXPECT_EQ((std::vector<double>{0, 0, 0, 1, 1}), G);
+    dy = {0, 0, 0, 1};  // output (1,1): rows/cols 1..2 -> [5 6; 8 9]
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&d, 1, x.data(), dy.data(), 1.0, G.data(), 5, 0));
+    EXPECT_EQ((std::vector<double>{5, 6, 8, 9, 1}), G);
+    d.dilation_h = d.dilation_w = 2;  // span 3 on a padded 5: output 2x2, taps 2 apart
+    d.stride_h = d.stride_w = 1;
+    d.pad_h = d.pad_w = 0;
+    ASSERT_EQ(0, fngd_ref_geometry(&d, &g));
+    ASSERT_EQ(1, g.out_h);
+    dy = {1};
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&d, 1, x.data(), dy.data(), 1.0, G.data(), 5, 0));
+    EXPECT_EQ((std::vector<double>{1, 3, 7, 9, 1}), G);
+}
+
+// ---- library against reference ----------------------------------------------------------------
+
+struct Case {
+    std::string name;
+    std::vector<fngd_layer_desc_t> layers;
+    int N = 7;
+    fngd_coef_mode_t mode = FNGD_COEF_PER_LAYER;
+    fngd_damping_kind_t damping = FNGD_DAMPING_TRACE_RELATIVE;
+    fngd_grad_convention_t convention = FNGD_GRAD_MEAN_LOSS;
+    fngd_gram_method_t method = FNGD_GRAM_AUTO;  // forced on LINEAR and CONV2D layers
+    bool custom_rhs = false;
+};
+
+fngd_layer_desc_t linear(int in, int out, int bias, int T) {
+    fngd_layer_desc_t d = fngd_linear_desc(in, out, bias);
+    d.positions = T;
+    return d;
+}
+fngd_layer_desc_t conv(int ci, int co, int h, int w, int kh, int kw, int bias, int stride_h,
+                       int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
+    fngd_layer_desc_t d = fngd_conv2d_desc(ci, co, h, w, kh, kw, bias);
+    d.stride_h = stride_h;
+    d.stride_w = stride_w;
+    d.pad_h = pad_h;
+    d.pad_w = pad_w;
+    d.dilation_h = dil_h;
+    d.dilation_w = dil_w;
+    return d;
+}
+fngd_layer_desc_t norm(int C, int T, int shift, int channels_last) {
+    fngd_layer_desc_t d = fngd_norm_affine_desc(C, T, shift);
+    d.channels_last = channels_last;
+    return d;
+}
+
+bool forceable(const fngd_layer_desc_t& d) {
+    return d.kind == FNGD_LAYER_LINEAR || d.kind == FNGD_LAYER_CONV2D;
+}
+
+// One collect step of the library against the reference, block by block.
+void check_direction(const Case& c, uint64_t seed) {
+    SCOPED_TRACE(c.name);
+    Rng rng(seed);
+    Model m;
+    for (fngd_layer_desc_t d : c.layers) {
+        if (forceable(d)) d.gram_method = c.method;
+        m.add(d);
+    }
+    m.randomize(rng, c.N);
+    const int64_t num_samples = 3 * c.N + 5;
+    fngd_config_t cfg = base_config(c.N + 2, num_samples);  // N < max_batch on purpose
+    cfg.coef_mode = c.mode;
+    cfg.damping_kind = c.damping;
+    cfg.grad_convention = c.convention;
+    const double gamma = 0.05;
+    cfg.damping = gamma;
+    if (c.damping == FNGD_DAMPING_ABSOLUTE) {
+        // lambda ~ gamma * trace(K)/N of the blocks (their geometric mean): well conditioned
+        // (kappa = 1 + trace/(N lambda) stays moderate) without making the direction trivial.
+        double lo = INFINITY, hi = 0;
+        double scale = c.convention == FNGD_GRAD_MEAN_LOSS ? c.N : 1.0;
+        for (int b = 0; b < m.num_blocks(c.mode); ++b) {
+            auto G = m.per_sample(c.mode, b, c.N, scale);
+            double tr = 0;
+            for (double x : G) tr += x * x;
+            lo = std::min(lo, tr / c.N);
+            hi = std::max(hi, tr / c.N);
+        }
+        cfg.damping = 2 * gamma * std::sqrt(lo * hi);
+    }
+    std::vector<float> rhs;
+    if (c.custom_rhs) {
+        cfg.rhs = FNGD_RHS_CUSTOM;
+        rhs.resize((size_t)c.N);
+        for (float& r : rhs) r = (float)rng.uniform(0.25, 2.0);  // e.g. iEF loss-gradient norms
+    }
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    for (int l = 0; l < m.size(); ++l) {
+        fngd_gram_method_t got = FNGD_GRAM_AUTO;
+        ASSERT_EQ(FNGD_SUCCESS, fngd_get_layer_gram_method(h, l, &got));
+        if (forceable(m[l].desc) && c.method != FNGD_GRAM_AUTO)
+            EXPECT_EQ(c.method, got) << "layer " << l;
+        else
+            EXPECT_TRUE(got == FNGD_GRAM_MATERIALIZE || got == FNGD_GRAM_POSITION) << "layer " << l;
+    }
+    m.fill_grads(777.0f);  // must be overwritten
+    std::vector<int64_t> ids = rng.distinct_ids(c.N, num_samples);
+    ASSERT_TRUE(step_ok(h, m, c.N, ids.data(), c.custom_rhs ? rhs.data() : nullptr));
+
+    double last_lambda = 0;
+    for (int b = 0; b < m.num_blocks(c.mode); ++b) {
+        SCOPED_TRACE("block " + std::to_string(b));
+        RefBlock ref = reference_block(m, cfg, b, c.N, c.custom_rhs ? rhs.data() : nullptr);
+        double tol = direction_tolerance(ref);
+        ASSERT_LT(tol, kMaxMeaningfulTolerance)
+            << "test problem too ill-conditioned: kappa " << ref.kappa << " c_sum " << ref.c_sum;
+        double err = rel_err(m.written_direction(c.mode, b), ref.delta);
+        EXPECT_LE(err, tol) << "d " << ref.d << " kappa " << ref.kappa << " c_sum " << ref.c_sum
+                            << " L_K " << ref.len_gram << " L_S " << ref.len_sum;
+        if (std::getenv("FNGD_TEST_VERBOSE"))
+            std::printf("  %s block %d: rel err %.3g, tol %.3g (kappa %.3g, c_sum %.3g)\n",
+                        c.name.c_str(), b, err, tol, ref.kappa, ref.c_sum);
+        // The stored coefficients are this step's alpha.
+        auto got = get_coefs(h, b, ids);
+        std::vector<double> gotd(got.begin(), got.end());
+        EXPECT_LE(rel_err(gotd, ref.alpha), coefficient_tolerance(ref));
+        last_lambda = ref.lambda;
+    }
+    fngd_stats_t st = get_stats(h);
+    EXPECT_EQ(m.num_blocks(c.mode), st.factorizations);
+    EXPECT_EQ(0, st.damping_retries);
+    EXPECT_EQ(1, st.steps_total);
+    EXPECT_EQ(FNGD_PHASE_COLLECT, st.phase);
+    // lambda of the last factorization (the last block): from the float trace of K, so a
+    // relative error of about sqrt(L) u; 1e-4 leaves a wide margin.
+    EXPECT_NEAR(last_lambda, st.last_damping, 1e-4 * last_lambda);
+}
+
+std::vector<Case> all_cases() {
+    std::vector<Case> v;
+    const fngd_gram_method_t methods[] = {FNGD_GRAM_AUTO, FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION};
+    const char* mname[] = {"Auto", "Materialize", "Position"};
+    for (int mi = 0; mi < 3; ++mi) {
+        auto add = [&](std::string name, std::vector<fngd_layer_desc_t> layers, int N) {
+            Case c;
+            c.name = name + "_" + mname[mi];
+            c.layers = std::move(layers);
+            c.N = N;
+            c.method = methods[mi];
+            v.push_back(c);
+        };
+        add("LinearBiasT1_N7", {linear(9, 5, 1, 1)}, 7);
+        add("LinearNoBiasT1_N13", {linear(11, 4, 0, 1)}, 13);
+        add("LinearBiasT3_N13", {linear(6, 7, 1, 3)}, 13);
+        add("LinearNoBiasT3_N7", {linear(5, 3, 0, 3)}, 7);
+        add("LinearN1", {linear(6, 3, 1, 3)}, 1);
+        add("LinearN128", {linear(10, 6, 1, 1)}, 128);
+        add("ConvOdd_N7", {conv(3, 4, 5, 7, 3, 3, 1, 1, 1, 0, 0, 1, 1)}, 7);
+        add("ConvStride2Pad_N13", {conv(2, 3, 9, 8, 3, 3, 1, 2, 2, 1, 1, 1, 1)}, 13);
+        add("ConvDilation2_N7", {conv(2, 5, 9, 7, 3, 2, 0, 1, 1, 0, 1, 2, 2)}, 7);
+        add("ConvNonSquareMixed_N13", {conv(3, 2, 6, 11, 2, 3, 1, 2, 1, 1, 2, 1, 2)}, 13);
+        add("ConvN1", {conv(2, 3, 6, 5, 3, 3, 1, 2, 1, 1, 0, 1, 1)}, 1);
+        add("ConvN128", {conv(2, 3, 5, 5, 3, 3, 1, 2, 2, 1, 1, 1, 1)}, 128);
+    }
+    auto add = [&](std::string name, std::vector<fngd_layer_desc_t> layers, int N) {
+        Case c;
+        c.name = name;
+        c.layers = std::move(layers);
+        c.N = N;
+        v.push_back(c);
+        return &v.back();
+    };
+    add("NormNCT_Shift_N7", {norm(6, 10, 1, 0)}, 7);
+    add("NormNTC_Shift_N13", {norm(5, 4, 1, 1)}, 13);
+    add("NormNCT_NoShift_N13", {norm(4, 9, 0, 0)}, 13);
+    add("NormNTC_NoShift_N1", {norm(3, 5, 0, 1)}, 1);
+    add("NormN128", {norm(8, 3, 1, 0)}, 128);
+    add("Generic_N7", {fngd_generic_desc(31)}, 7);
+    add("Generic_N1", {fngd_generic_desc(17)}, 1);
+    add("Generic_N128", {fngd_generic_desc(40)}, 128);
+
+    // A small mixed model in every mode / damping / convention / rhs combination.
+    std::vector<fngd_layer_desc_t> mixed = {conv(2, 3, 7, 6, 3, 2, 1, 2, 1, 1, 0, 1, 1),
+                                            norm(3, 12, 1, 0), linear(8, 5, 1, 3),
+                                            fngd_generic_desc(6), norm(5, 3, 0, 1)};
+    for (int mode = 0; mode < 2; ++mode)
+        for (int dk = 0; dk < 2; ++dk)
+            for (int conv_k = 0; conv_k < 2; ++conv_k)
+                for (int rhs = 0; rhs < 2; ++rhs)
+                    for (int N : {1, 13}) {
+                        Case* c = add(std::string("Mixed_") + (mode ? "Global" : "PerLayer") +
+                                          (dk ? "_Relative" : "_Absolute") +
+                                          (conv_k ? "_PerSample" : "_MeanLoss") +
+                                          (rhs ? "_CustomRhs" : "_Ones") + "_N" +
+                                          std::to_string(N),
+                                      mixed, N);
+                        c->mode = mode ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
+                        c->damping = dk ? FNGD_DAMPING_TRACE_RELATIVE : FNGD_DAMPING_ABSOLUTE;
+                        c->convention = conv_k ? FNGD_GRAD_PER_SAMPLE : FNGD_GRAD_MEAN_LOSS;
+                        c->custom_rhs = rhs != 0;
+                    }
+    Case* big = add("Mixed_Global_N128", mixed, 128);
+    big->mode = FNGD_COEF_GLOBAL;
+    Case* pos = add("Mixed_Global_Position_N7", mixed, 7);
+    pos->mode = FNGD_COEF_GLOBAL;
+    pos->method = FNGD_GRAM_POSITION;
+    Case* mat = add("Mixed_PerLayer_Materialize_Absolute_N7", mixed, 7);
+    mat->method = FNGD_GRAM_MATERIALIZE;
+    mat->damping = FNGD_DAMPING_ABSOLUTE;
+    return v;
+}
+
+// A seed per case that does not depend on the standard library's std::hash.
+uint64_t fnv1a(const std::string& s) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+    return h;
+}
+
+class Direction : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Direction, MatchesDenseReference) {
+    check_direction(GetParam(), 1000 + fnv1a(GetParam().name) % 100000);
+}
+
+INSTANTIATE_TEST_SUITE_P(Reference, Direction, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+// Mean-loss inputs that are the per-sample inputs divided by N give the same direction. With
+// N a power of two the division is exact and both runs see the same per-sample gradients, so
+// the directions agree to float rounding of identical work; with N prime the inputs differ by
+// one rounding (u relative), amplified like the Gram error in direction_tolerance.
+TEST(Direction, MeanLossEqualsPerSampleWithScaledInputs) {
+    for (int N : {8, 7}) {
+        SCOPED_TRACE("N=" + std::to_string(N));
+        Rng rng(77 + N);
+        Model per, mean;
+        std::vector<fngd_layer_desc_t> layers = {linear(5, 4, 1, 2), conv(2, 2, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+                                                 norm(3, 4, 1, 0), fngd_generic_desc(9)};
+        for (auto& d : layers) {
+            per.add(d);
+            mean.add(d);
+        }
+        per.randomize(rng, N);
+        for (int l = 0; l < per.size(); ++l) {
+            mean[l].input = per[l].input;
+            mean[l].grad_output = per[l].grad_output;
+            if (mean[l].desc.kind == FNGD_LAYER_GENERIC)
+                for (float& x : mean[l].input) x /= (float)N;  // per-sample gradients given
+            else
+                for (float& x : mean[l].grad_output) x /= (float)N;
+        }
+        for (int mode = 0; mode < 2; ++mode) {
+            fngd_config_t cp = base_config(N, N);
+            cp.coef_mode = mode ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
+            cp.grad_convention = FNGD_GRAD_PER_SAMPLE;
+            fngd_config_t cm = cp;
+            cm.grad_convention = FNGD_GRAD_MEAN_LOSS;
+            Handle hp, hm;
+            ASSERT_TRUE(make_handle(cp, per, hp));
+            ASSERT_TRUE(make_handle(cm, mean, hm));
+            auto ids = iota_ids(N);
+            ASSERT_TRUE(step_ok(hp, per, N, ids.data()));
+            ASSERT_TRUE(step_ok(hm, mean, N, ids.data()));
+            for (int b = 0; b < per.num_blocks(cp.coef_mode); ++b) {
+                RefBlock ref = reference_block(per, cp, b, N, nullptr);
+                double tol = direction_tolerance(ref);
+                EXPECT_LE(rel_err(mean.written_direction(cm.coef_mode, b),
+                                  per.written_direction(cp.coef_mode, b)),
+                          tol)
+                    << "mode " << mode << " block " << b;
+                EXPECT_LE(rel_err(per.written_direction(cp.coef_mode, b), ref.delta), tol);
+            }
+        }
+    }
+}
+
+// A larger damping pulls the direction towards mean gradient / lambda (METHOD.md section 1):
+// with gamma = 1e4 the relative difference is O(1/gamma).
+TEST(Direction, LargeDampingApproachesScaledMeanGradient) {
+    Rng rng(5);
+    Model m;
+    m.add(linear(7, 3, 1, 2));
+    const int N = 11;
+    m.randomize(rng, N);
+    fngd_config_t cfg = base_config(N, N);
+    cfg.damping = 1e4;
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    auto ids = iota_ids(N);
+    ASSERT_TRUE(step_ok(h, m, N, ids.data()));
+    RefBlock ref = reference_block(m, cfg, 0, N, nullptr);
+    std::vector<double> mean_over_lambda((size_t)ref.d, 0.0);
+    for (int i = 0; i < N; ++i)
+        for (int64_t k = 0; k < ref.d; ++k)
+            mean_over_lambda[(size_t)k] += ref.G[(size_t)(i * ref.d + k)] / (N * ref.lambda);
+    EXPECT_LT(rel_err(m.written_direction(cfg.coef_mode, 0), mean_over_lambda), 1e-3);
+}
+
+}  // namespace
