@@ -28,10 +28,10 @@ static void usage(FILE* f) {
     fprintf(f,
             "usage: fngd_train_digits [options]\n"
             "  --epochs N          epochs (default 10; 3 with --quick)\n"
-            "  --lr X              SGD learning rate (default 0.05)\n"
-            "  --fngd-lr X         learning rate for the FNGD direction (default 0.05)\n"
+            "  --lr X              SGD learning rate (default 0.1)\n"
+            "  --fngd-lr X         learning rate for the FNGD direction (default 0.02)\n"
             "  --momentum X        momentum of both optimizers (default 0.9)\n"
-            "  --damping X         FNGD damping gamma, relative to trace(K)/N (default 0.1)\n"
+            "  --damping X         FNGD damping gamma, relative to trace(K)/N (default 0.03)\n"
             "  --mode layer|global FNGD coefficients per layer or one set (default layer)\n"
             "  --backend cpu|cuda  libfngd backend (default cpu; see the note printed for cuda)\n"
             "  --batch N           batch size (default 64)\n"
@@ -104,8 +104,8 @@ static int parse_args(int argc, char** argv, train_options_t* o) {
 
 int main(int argc, char** argv) {
     train_options_t o = {
-        .epochs = 10, .batch = 64, .lr = 0.05f, .fngd_lr = 0.05f, .momentum = 0.9f,
-        .damping = 0.1, .seed = 1, .data_path = FNGD_DIGITS_CSV, .global = 0,
+        .epochs = 10, .batch = 64, .lr = 0.1f, .fngd_lr = 0.02f, .momentum = 0.9f,
+        .damping = 0.03, .seed = 1, .data_path = FNGD_DIGITS_CSV, .global = 0,
         .want_cuda = 0, .quick = 0};
     int pa = parse_args(argc, argv, &o);
     if (pa) {
