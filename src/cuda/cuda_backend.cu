@@ -1,0 +1,223 @@
+/* CUDA backend: the operation table, lifecycle (device binding, cuBLAS/cuSOLVER handles,
+ * pinned scratch) and the memory operations. The numerical operations live one per file. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.h"
+#include "kernels/nonfinite.cuh"
+#include "kernels/sgd_update.cuh"
+
+const char* fngd_cusolver_status_name(cusolverStatus_t s)
+{
+    switch (s) {
+    case CUSOLVER_STATUS_SUCCESS: return "CUSOLVER_STATUS_SUCCESS";
+    case CUSOLVER_STATUS_NOT_INITIALIZED: return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED: return "CUSOLVER_STATUS_ALLOC_FAILED";
+    case CUSOLVER_STATUS_INVALID_VALUE: return "CUSOLVER_STATUS_INVALID_VALUE";
+    case CUSOLVER_STATUS_ARCH_MISMATCH: return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_EXECUTION_FAILED: return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR: return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED: return "CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_NOT_SUPPORTED: return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    default: return "cuSOLVER error";
+    }
+}
+
+fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_err_t* err)
+{
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUBLAS_TRY(err, cublasSetStream(ctx->blas, stream));
+    FNGD_CUBLAS_TRY(err, cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
+    FNGD_CUSOLVER_TRY(err, cusolverDnSetStream(ctx->solver, stream));
+    return FNGD_SUCCESS;
+}
+
+static void cuda_destroy(fngd_backend_ctx_t* ctx)
+{
+    if (!ctx) return;
+    cudaSetDevice(ctx->device);
+    /* Pending work may still read the staging ring and scratch: finish it first. */
+    cudaDeviceSynchronize();
+    fngd_cuda_ids_destroy(ctx);
+    if (ctx->scratch_dev) cudaFree(ctx->scratch_dev);
+    if (ctx->scratch_host) cudaFreeHost(ctx->scratch_host);
+    if (ctx->solve_host) cudaFreeHost(ctx->solve_host);
+    if (ctx->solver) cusolverDnDestroy(ctx->solver);
+    if (ctx->blas) cublasDestroy(ctx->blas);
+    free(ctx);
+}
+
+static fngd_status_t cuda_create_into(const fngd_config_t* cfg, fngd_backend_ctx_t* ctx,
+                                      fngd_err_t* err)
+{
+    int count = 0;
+    FNGD_CUDA_TRY(err, cudaGetDeviceCount(&count));
+    FNGD_REQUIRE(err, cfg->device >= 0 && cfg->device < count, FNGD_ERROR_NOT_SUPPORTED,
+                 "CUDA device %d requested but %d device(s) present", cfg->device, count);
+    FNGD_REQUIRE(err, cfg->max_batch > 0, FNGD_ERROR_INVALID_ARGUMENT,
+                 "max_batch must be positive (got %d)", cfg->max_batch);
+    ctx->device = cfg->device;
+    ctx->max_batch = cfg->max_batch;
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount,
+                                              ctx->device));
+    FNGD_CUBLAS_TRY(err, cublasCreate(&ctx->blas));
+    FNGD_CUBLAS_TRY(err, cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
+    FNGD_CUSOLVER_TRY(err, cusolverDnCreate(&ctx->solver));
+    FNGD_CUDA_TRY(err, cudaMalloc((void**)&ctx->scratch_dev, sizeof(fngd_cuda_scratch)));
+    FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->scratch_host, sizeof(fngd_cuda_scratch)));
+    FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->solve_host, sizeof(fngd_cuda_solve_status)));
+    return fngd_cuda_ids_create(ctx, err);
+}
+
+static fngd_status_t cuda_create(const fngd_config_t* cfg, fngd_backend_ctx_t** out,
+                                 fngd_err_t* err)
+{
+    *out = NULL;
+    fngd_backend_ctx_t* ctx = (fngd_backend_ctx_t*)calloc(1, sizeof(*ctx));
+    FNGD_REQUIRE(err, ctx != NULL, FNGD_ERROR_OUT_OF_MEMORY, "out of host memory");
+    const fngd_status_t s = cuda_create_into(cfg, ctx, err);
+    if (s != FNGD_SUCCESS) {
+        cuda_destroy(ctx);
+        return s;
+    }
+    *out = ctx;
+    return FNGD_SUCCESS;
+}
+
+static fngd_status_t cuda_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr,
+                                fngd_err_t* err)
+{
+    *ptr = NULL;
+    if (bytes == 0) bytes = 1;
+    void* p = NULL;
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, cudaMalloc(&p, bytes)); /* 256-byte aligned by the runtime */
+    cudaError_t e = cudaMemsetAsync(p, 0, bytes, cudaStreamPerThread);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamPerThread);
+    if (e != cudaSuccess) {
+        cudaFree(p);
+        return FNGD_FAIL(err, fngd_cuda_status(e), "zero-filling %zu device bytes: %s (%s)",
+                         bytes, cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    *ptr = p;
+    return FNGD_SUCCESS;
+}
+
+static void cuda_free(fngd_backend_ctx_t* ctx, void* ptr)
+{
+    if (!ptr) return;
+    cudaSetDevice(ctx->device);
+    cudaFree(ptr);
+}
+
+static fngd_status_t cuda_upload(fngd_backend_ctx_t* ctx, void* dst, const void* host_src,
+                                 size_t bytes, fngd_stream_t stream, fngd_err_t* err)
+{
+    if (bytes == 0) return FNGD_SUCCESS;
+    const cudaStream_t s = fngd_cuda_stream(stream);
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s));
+    FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
+    return FNGD_SUCCESS;
+}
+
+static fngd_status_t cuda_download(fngd_backend_ctx_t* ctx, void* host_dst, const void* src,
+                                   size_t bytes, fngd_stream_t stream, fngd_err_t* err)
+{
+    if (bytes == 0) return FNGD_SUCCESS;
+    const cudaStream_t s = fngd_cuda_stream(stream);
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s));
+    FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
+    return FNGD_SUCCESS;
+}
+
+static fngd_status_t cuda_synchronize(fngd_backend_ctx_t* ctx, fngd_stream_t stream,
+                                      fngd_err_t* err)
+{
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, cudaStreamSynchronize(fngd_cuda_stream(stream)));
+    return FNGD_SUCCESS;
+}
+
+static fngd_status_t cuda_copy(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,
+                               fngd_stream_t stream, fngd_err_t* err)
+{
+    if (n <= 0 || dst == src) return FNGD_SUCCESS;
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, fngd_cuda_stream(stream)));
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const float* x, size_t n,
+                                     int* nonfinite, fngd_stream_t stream, fngd_err_t* err)
+{
+    fngd_nvtx_range r("check");
+    const cudaStream_t s = fngd_cuda_stream(stream);
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    int* flag = &ctx->scratch_dev->nonfinite;
+    FNGD_CUDA_TRY(err, cudaMemsetAsync(flag, 0, sizeof(int), s));
+    FNGD_CUDA_TRY(err, fngd_launch_nonfinite(x, n, flag, s));
+    FNGD_CUDA_TRY(err, cudaMemcpyAsync(&ctx->scratch_host->nonfinite, flag, sizeof(int),
+                                       cudaMemcpyDeviceToHost, s));
+    FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
+    *nonfinite = ctx->scratch_host->nonfinite != 0;
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, float* param, const float* dir,
+                                   float* mom, int64_t n, float lr, float momentum,
+                                   float weight_decay, fngd_stream_t stream, fngd_err_t* err)
+{
+    fngd_nvtx_range r("update");
+    if (n <= 0) return FNGD_SUCCESS;
+    fngd_sgd_params P;
+    memset(&P, 0, sizeof(P));
+    P.t[0].param = param;
+    P.t[0].dir = dir;
+    P.t[0].mom = mom; /* NULL: no momentum buffer, the step uses d itself */
+    P.t[0].n = n;
+    P.num_tensors = 1;
+    P.lr = lr;
+    P.momentum = momentum;
+    P.weight_decay = weight_decay;
+    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, fngd_cuda_stream(stream)));
+    return FNGD_SUCCESS;
+}
+
+static const fngd_backend_ops_t fngd_cuda_ops = {
+    "cuda",
+    cuda_create,
+    cuda_destroy,
+    cuda_alloc,
+    cuda_free,
+    cuda_upload,
+    cuda_download,
+    cuda_synchronize,
+    fngd_cuda_workspace_bytes,
+    fngd_cuda_solver_workspace_bytes,
+    fngd_cuda_check_finite,
+    fngd_cuda_layer_gram,
+    fngd_cuda_factor_solve,
+    fngd_cuda_scatter_coefs,
+    fngd_cuda_gather_coefs,
+    fngd_cuda_summarize_coefs,
+    fngd_cuda_weighted_grad,
+    fngd_cuda_sgd_update,
+    cuda_copy,
+};
+
+extern "C" const fngd_backend_ops_t* fngd_cuda_backend_ops(void) { return &fngd_cuda_ops; }
+
+extern "C" int fngd_cuda_device_available(void)
+{
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky "no device / no driver" status */
+        return 0;
+    }
+    return count > 0;
+}

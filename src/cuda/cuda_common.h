@@ -1,0 +1,173 @@
+/* Shared by the CUDA backend's host files (C++ / nvcc only): the backend context and the
+ * checking macros that turn CUDA, cuBLAS and cuSOLVER failures into FNGD statuses. */
+#ifndef FNGD_CUDA_COMMON_H
+#define FNGD_CUDA_COMMON_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+#include "backend.h"
+#include "error.h"
+#include "kernels/coef_summary.cuh"
+#include "nvtx.h"
+
+/* Host ids of scatter/gather are staged through a ring of pinned slots (see cuda_ids.cu). */
+#define FNGD_CUDA_ID_RING 4
+
+/* Results of the blocking reductions, read back through pinned memory. */
+#define FNGD_CUDA_SUMMARY_BLOCKS 256
+struct fngd_cuda_scratch {
+    int nonfinite;
+    int pad_;
+    struct fngd_coef_summary_item total;
+    struct fngd_coef_summary_item partials[FNGD_CUDA_SUMMARY_BLOCKS];
+};
+
+/* Status of factor_solve, written on the device (in the solver workspace) and read back. */
+struct fngd_cuda_solve_status {
+    int potrf_info;
+    int potrs_info;
+    double trace;
+    double shift;
+};
+
+struct fngd_backend_ctx {
+    int device;
+    int max_batch;
+    int sm_count;
+    cublasHandle_t blas;
+    cusolverDnHandle_t solver;
+
+    struct fngd_cuda_scratch* scratch_dev;    /* device */
+    struct fngd_cuda_scratch* scratch_host;   /* pinned mirror */
+    struct fngd_cuda_solve_status* solve_host;/* pinned */
+
+    /* Id staging: FNGD_CUDA_ID_RING ring slots plus one slot reserved for graph capture,
+     * each max_batch int64 in pinned host memory and in device memory. */
+    int64_t* ids_host;
+    int64_t* ids_dev;
+    cudaEvent_t ring_event[FNGD_CUDA_ID_RING];
+    int ring_used[FNGD_CUDA_ID_RING];  /* an event was recorded for the slot */
+    int ring_next;
+    /* The last staged slot, reused while the same ids arrive on the same stream. */
+    int cached_slot;
+    int cached_n;
+    cudaStream_t cached_stream;
+};
+
+static inline cudaStream_t fngd_cuda_stream(fngd_stream_t s)
+{
+    return s ? (cudaStream_t)s : cudaStreamPerThread;
+}
+
+static inline fngd_status_t fngd_cuda_status(cudaError_t e)
+{
+    return e == cudaErrorMemoryAllocation ? FNGD_ERROR_OUT_OF_MEMORY : FNGD_ERROR_BACKEND;
+}
+static inline fngd_status_t fngd_cublas_status(cublasStatus_t s)
+{
+    return s == CUBLAS_STATUS_ALLOC_FAILED ? FNGD_ERROR_OUT_OF_MEMORY : FNGD_ERROR_BACKEND;
+}
+static inline fngd_status_t fngd_cusolver_status(cusolverStatus_t s)
+{
+    return s == CUSOLVER_STATUS_ALLOC_FAILED ? FNGD_ERROR_OUT_OF_MEMORY : FNGD_ERROR_BACKEND;
+}
+const char* fngd_cusolver_status_name(cusolverStatus_t s);
+
+#define FNGD_CUDA_TRY(err, call)                                                              \
+    do {                                                                                      \
+        cudaError_t fngd_e_ = (call);                                                         \
+        if (fngd_e_ != cudaSuccess)                                                           \
+            return FNGD_FAIL(err, fngd_cuda_status(fngd_e_), "%s failed: %s (%s)", #call,     \
+                             cudaGetErrorName(fngd_e_), cudaGetErrorString(fngd_e_));         \
+    } while (0)
+
+#define FNGD_CUBLAS_TRY(err, call)                                                            \
+    do {                                                                                      \
+        cublasStatus_t fngd_s_ = (call);                                                      \
+        if (fngd_s_ != CUBLAS_STATUS_SUCCESS)                                                 \
+            return FNGD_FAIL(err, fngd_cublas_status(fngd_s_), "%s failed: %s (%s)", #call,   \
+                             cublasGetStatusName(fngd_s_), cublasGetStatusString(fngd_s_));   \
+    } while (0)
+
+#define FNGD_CUSOLVER_TRY(err, call)                                                          \
+    do {                                                                                      \
+        cusolverStatus_t fngd_s_ = (call);                                                    \
+        if (fngd_s_ != CUSOLVER_STATUS_SUCCESS)                                               \
+            return FNGD_FAIL(err, fngd_cusolver_status(fngd_s_), "%s failed: %s", #call,      \
+                             fngd_cusolver_status_name(fngd_s_));                             \
+    } while (0)
+
+/* Bind both library handles to the caller's stream; Gram/solve path in full FP32/FP64
+ * (no TF32). */
+fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_err_t* err);
+
+/* Workspace carving: successive 256-byte aligned pieces of one buffer. */
+static inline size_t fngd_cuda_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+struct fngd_cuda_carve {
+    char* base;
+    size_t used;
+    void* take(size_t bytes)
+    {
+        void* p = base ? base + used : nullptr;
+        used += fngd_cuda_align(bytes);
+        return p;
+    }
+};
+
+/* RAII NVTX range for one backend operation. */
+struct fngd_nvtx_range {
+    explicit fngd_nvtx_range(const char* name) { fngd_nvtx_push(name); }
+    ~fngd_nvtx_range() { fngd_nvtx_pop(); }
+    fngd_nvtx_range(const fngd_nvtx_range&) = delete;
+    fngd_nvtx_range& operator=(const fngd_nvtx_range&) = delete;
+};
+
+/* The per-op entry points (one file each); the table lives in cuda_backend.cu. */
+size_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
+size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N);
+fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                   const fngd_layer_batch_t* batch, int N, float scale, float* K,
+                                   int accumulate, void* ws, size_t ws_bytes,
+                                   fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
+                                     fngd_damping_kind_t damping_kind, double damping,
+                                     double min_shift, const float* rhs, float* alpha, int* info,
+                                     double* shift_used, double* trace_K, void* ws,
+                                     size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                      const fngd_layer_batch_t* batch, int N, const float* alpha,
+                                      float scale, float* out_w, float* out_b, void* ws,
+                                      size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
+                                      int nsets, int set, const int64_t* ids, int64_t key_offset,
+                                      int N, const float* alpha, fngd_stream_t stream,
+                                      fngd_err_t* err);
+fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
+                                     const uint8_t* seen, int nsets, int set, const int64_t* ids,
+                                     int64_t key_offset, int N, fngd_fallback_t fallback_kind,
+                                     const float* fallback, float out_scale, float* out,
+                                     int64_t* fallback_count, int count, fngd_stream_t stream,
+                                     fngd_err_t* err);
+fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
+                                        const uint8_t* seen, int64_t num_keys, int nsets,
+                                        int set, fngd_coef_summary_t* out, fngd_stream_t stream,
+                                        fngd_err_t* err);
+fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const float* x, size_t n,
+                                     int* nonfinite, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, float* param, const float* dir,
+                                   float* mom, int64_t n, float lr, float momentum,
+                                   float weight_decay, fngd_stream_t stream, fngd_err_t* err);
+
+/* Id staging (cuda_ids.cu): device copy of host ids (NULL when ids is NULL) in ring slot
+ * *slot (-1: none to release); release after enqueueing the kernel that reads it. */
+fngd_status_t fngd_cuda_stage_ids(fngd_backend_ctx_t* ctx, const int64_t* ids, int N,
+                                  cudaStream_t stream, const int64_t** ids_dev, int* slot,
+                                  fngd_err_t* err);
+fngd_status_t fngd_cuda_release_ids(fngd_backend_ctx_t* ctx, int slot, cudaStream_t stream,
+                                    fngd_err_t* err);
+fngd_status_t fngd_cuda_ids_create(fngd_backend_ctx_t* ctx, fngd_err_t* err);
+void fngd_cuda_ids_destroy(fngd_backend_ctx_t* ctx);
+
+#endif

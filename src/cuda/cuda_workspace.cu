@@ -1,0 +1,128 @@
+/* Workspace planning shared by layer_gram, weighted_grad and workspace_bytes. */
+#include "cuda_plan.h"
+
+namespace {
+bool is_matrix_layer(const fngd_layer_t* L)
+{
+    return L->kind == FNGD_LAYER_LINEAR || L->kind == FNGD_LAYER_CONV2D;
+}
+
+/* Largest k in [1, hi] with bytes_of(k) <= budget, or 1 when none fits (the caller checks).
+ * bytes_of is nondecreasing in k, so a binary search finds it. */
+template <class F>
+int largest_fitting(int hi, size_t budget, F bytes_of)
+{
+    if (hi < 1) return 1;
+    if (bytes_of(hi) <= budget) return hi;
+    int lo = 1;
+    if (bytes_of(lo) > budget) return 1;
+    while (hi - lo > 1) {
+        const int mid = lo + (hi - lo) / 2;
+        if (bytes_of(mid) <= budget) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+}  // namespace
+
+fngd_gram_buffers fngd_cuda_gram_buffers(const fngd_layer_t* L, int N,
+                                         const fngd_gram_plan& plan, void* ws, size_t* bytes)
+{
+    fngd_cuda_carve c{(char*)ws, 0};
+    fngd_gram_buffers b = {};
+    const int64_t T = L->T, p = L->p, q = L->q;
+    if (L->kind == FNGD_LAYER_NORM_AFFINE) {
+        b.P = (float*)c.take((size_t)N * L->grad_len * sizeof(float));
+    } else if (is_matrix_layer(L) && L->method == FNGD_GRAM_POSITION) {
+        if (L->kind == FNGD_LAYER_CONV2D) {
+            b.cols = (float*)c.take((size_t)(N * T * p) * sizeof(float));
+            b.E = (float*)c.take((size_t)(N * T * q) * sizeof(float));
+        }
+        const size_t s = (size_t)plan.nb * T * N * T * sizeof(float);
+        b.SA = (float*)c.take(s);
+        b.SE = (float*)c.take(s);
+    } else if (is_matrix_layer(L)) {
+        if (L->n_bias) b.Pb = (float*)c.take((size_t)(N * q) * sizeof(float));
+        b.P = (float*)c.take((size_t)N * plan.qc * p * sizeof(float));
+        if (L->kind == FNGD_LAYER_CONV2D)
+            b.cols = (float*)c.take((size_t)plan.nc * T * p * sizeof(float));
+    }
+    *bytes = c.used;
+    return b;
+}
+
+fngd_gram_plan fngd_cuda_plan_gram(const fngd_layer_t* L, int N, size_t budget)
+{
+    fngd_gram_plan plan = {1, 1, 1, 0};
+    auto bytes_of = [&](const fngd_gram_plan& pl) {
+        size_t b = 0;
+        fngd_cuda_gram_buffers(L, N, pl, nullptr, &b);
+        return b;
+    };
+    if (is_matrix_layer(L) && L->method == FNGD_GRAM_POSITION) {
+        plan.nb = largest_fitting(N, budget, [&](int k) {
+            fngd_gram_plan t = plan;
+            t.nb = k;
+            return bytes_of(t);
+        });
+    } else if (is_matrix_layer(L)) {
+        /* Try the whole layer at once; else give each of the two buffers half the budget. */
+        fngd_gram_plan full = plan;
+        full.qc = L->q;
+        full.nc = N;
+        if (bytes_of(full) <= budget) {
+            plan = full;
+        } else {
+            const size_t half = budget / 2;
+            plan.nc = L->kind == FNGD_LAYER_CONV2D
+                          ? largest_fitting(N, half, [&](int k) {
+                                return fngd_cuda_align((size_t)k * L->T * L->p * sizeof(float));
+                            })
+                          : 1;
+            plan.qc = largest_fitting(L->q, budget, [&](int k) {
+                fngd_gram_plan t = plan;
+                t.qc = k;
+                return bytes_of(t);
+            });
+        }
+    }
+    plan.bytes = bytes_of(plan);
+    return plan;
+}
+
+fngd_weighted_buffers fngd_cuda_weighted_buffers(const fngd_layer_t* L,
+                                                 const fngd_weighted_plan& plan, void* ws,
+                                                 size_t* bytes)
+{
+    fngd_cuda_carve c{(char*)ws, 0};
+    fngd_weighted_buffers b = {};
+    if (is_matrix_layer(L)) {
+        const int64_t rows = (int64_t)plan.nc * L->T;
+        if (L->kind == FNGD_LAYER_CONV2D) b.cols = (float*)c.take((size_t)(rows * L->p) * sizeof(float));
+        b.DE = (float*)c.take((size_t)(rows * L->q) * sizeof(float));
+    }
+    *bytes = c.used;
+    return b;
+}
+
+fngd_weighted_plan fngd_cuda_plan_weighted(const fngd_layer_t* L, int N, size_t budget)
+{
+    fngd_weighted_plan plan = {1, 0};
+    auto bytes_of = [&](int k) {
+        fngd_weighted_plan t = {k, 0};
+        size_t b = 0;
+        fngd_cuda_weighted_buffers(L, t, nullptr, &b);
+        return b;
+    };
+    if (is_matrix_layer(L)) plan.nc = largest_fitting(N, budget, bytes_of);
+    plan.bytes = bytes_of(plan.nc);
+    return plan;
+}
+
+size_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N)
+{
+    (void)ctx;
+    if (N <= 0) return 0;
+    const size_t g = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET).bytes;
+    const size_t w = fngd_cuda_plan_weighted(layer, N, FNGD_CUDA_WS_TARGET).bytes;
+    return g > w ? g : w;
+}
