@@ -145,7 +145,7 @@ void check_direction(const Case& c, uint64_t seed) {
     const double gamma = 0.05;
     cfg.damping = gamma;
     if (c.damping == FNGD_DAMPING_ABSOLUTE) {
-        // lambda ~ gamma * trace(K)/N of the blocks (their geometric mean): well conditioned
+        // lambda = 2 gamma * trace(K)/N of the blocks (their geometric mean): well conditioned
         // (kappa = 1 + trace/(N lambda) stays moderate) without making the direction trivial.
         double lo = INFINITY, hi = 0;
         double scale = c.convention == FNGD_GRAD_MEAN_LOSS ? c.N : 1.0;
