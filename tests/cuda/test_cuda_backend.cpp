@@ -1,0 +1,826 @@
+// The CUDA backend against the CPU backend, operation by operation on identical inputs, then a
+// whole multi-epoch run through the public API, then CUDA-graph capture of a reuse-phase step.
+// Every case skips cleanly when no CUDA device is present.
+//
+// Tolerances. Both backends compute in float with different summation orders. For a sum of n
+// float terms, |computed - exact| <= n * u * sum|terms| (Higham's gamma_n, u = FLT_EPSILON/2).
+// Each backend is within that bound of the exact value, so their difference is within
+// 2 * n * u * sum|terms| <= n * FLT_EPSILON * sum|terms|; we use 2 * n * FLT_EPSILON (a factor 2
+// of margin). sum|terms| is computed here in double from |input| and |grad_output| with the
+// independent reference (tests/reference), and n is the longest chain of float sums the op may
+// perform (stated at each use).
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "alloc.h"
+#include "backend.h"
+#include "cuda/cuda_plan.h"
+#include "fngd_reference.h"
+#include "layer.h"
+
+namespace {
+
+const double kEps = FLT_EPSILON;
+using Vec = std::vector<float>;
+using DVec = std::vector<double>;
+
+Vec random_vec(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    Vec v(n);
+    for (auto& x : v) x = dist(gen);
+    return v;
+}
+
+Vec abs_vec(const Vec& v) {
+    Vec a(v.size());
+    for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(v[i]);
+    return a;
+}
+
+// Device buffer owned by the test.
+struct Dev {
+    void* p = nullptr;
+    size_t bytes = 0;
+    explicit Dev(size_t b) : bytes(b) {
+        EXPECT_EQ(cudaMalloc(&p, b ? b : 1), cudaSuccess);
+        EXPECT_EQ(cudaMemset(p, 0, b ? b : 1), cudaSuccess);
+    }
+    template <class T>
+    explicit Dev(const std::vector<T>& v) : Dev(v.size() * sizeof(T)) {
+        if (!v.empty()) EXPECT_EQ(cudaMemcpy(p, v.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    ~Dev() { cudaFree(p); }
+    Dev(const Dev&) = delete;
+    Dev& operator=(const Dev&) = delete;
+    float* f() const { return (float*)p; }
+    template <class T>
+    std::vector<T> get(size_t n) const {
+        std::vector<T> v(n);
+        if (n) EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+        return v;
+    }
+};
+
+// Host workspace for the CPU backend (256-byte aligned, as the host reserves it).
+struct HostWs {
+    void* p = nullptr;
+    size_t bytes = 0;
+    explicit HostWs(size_t b) : bytes(b) { p = b ? fngd_host_alloc(b, 256) : nullptr; }
+    ~HostWs() { fngd_host_free(p); }
+};
+
+// Both backends' contexts on one configuration.
+struct Backends {
+    const fngd_backend_ops_t* cpu = fngd_cpu_backend_ops();
+    const fngd_backend_ops_t* gpu = fngd_cuda_backend_ops();
+    fngd_backend_ctx_t* cc = nullptr;
+    fngd_backend_ctx_t* gc = nullptr;
+    fngd_err_t err;
+    explicit Backends(int max_batch) {
+        std::memset(&err, 0, sizeof err);
+        fngd_config_t cfg;
+        fngd_config_init(&cfg);
+        cfg.max_batch = max_batch;
+        cfg.num_samples = 4096;
+        cfg.backend = FNGD_BACKEND_CPU;
+        EXPECT_EQ(cpu->create(&cfg, &cc, &err), FNGD_SUCCESS) << err.msg;
+        cfg.backend = FNGD_BACKEND_CUDA;
+        EXPECT_NE(gpu, nullptr);
+        EXPECT_EQ(gpu->create(&cfg, &gc, &err), FNGD_SUCCESS) << err.msg;
+    }
+    ~Backends() {
+        if (cc) cpu->destroy(cc);
+        if (gc) gpu->destroy(gc);
+    }
+    bool ok() const { return cc && gc; }
+};
+
+fngd_layer_desc_t conv_desc(int cin, int cout, int h, int w, int kh, int kw, int sh, int sw,
+                            int ph, int pw, int dh, int dw, int bias) {
+    fngd_layer_desc_t d = fngd_conv2d_desc(cin, cout, h, w, kh, kw, bias);
+    d.stride_h = sh;
+    d.stride_w = sw;
+    d.pad_h = ph;
+    d.pad_w = pw;
+    d.dilation_h = dh;
+    d.dilation_w = dw;
+    return d;
+}
+
+struct Case {
+    std::string name;
+    fngd_layer_desc_t desc;
+};
+
+// Every layer kind; odd sizes, primes and non-multiples of 32 on purpose.
+std::vector<Case> all_cases() {
+    std::vector<Case> c;
+    c.push_back({"linear_5x3_nobias", fngd_linear_desc(5, 3, 0)});
+    c.push_back({"linear_37x33_bias", fngd_linear_desc(37, 33, 1)});
+    fngd_layer_desc_t d = fngd_linear_desc(4, 7, 1);
+    d.positions = 3;
+    c.push_back({"linear_tokens3_bias", d});
+    d = fngd_linear_desc(17, 5, 0);
+    d.positions = 11;
+    c.push_back({"linear_tokens11_nobias", d});
+    c.push_back({"conv_s2_p1_d2_bias", conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1)});
+    c.push_back({"conv_s12_p01_d12_nobias", conv_desc(3, 4, 5, 8, 2, 3, 1, 2, 0, 1, 1, 2, 0)});
+    c.push_back({"conv_1x1_bias", conv_desc(1, 3, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1)});
+    c.push_back({"conv_3x3_p1_33ch_bias", conv_desc(3, 33, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1)});
+    c.push_back({"norm_nchw_shift", fngd_norm_affine_desc(5, 6, 1)});
+    c.push_back({"norm_nchw_noshift_37", fngd_norm_affine_desc(37, 41, 0)});
+    d = fngd_norm_affine_desc(35, 7, 1);
+    d.channels_last = 1;
+    c.push_back({"norm_channels_last_shift", d});
+    d = fngd_norm_affine_desc(3, 7, 0);
+    d.channels_last = 1;
+    c.push_back({"norm_channels_last_noshift", d});
+    c.push_back({"generic_11", fngd_generic_desc(11)});
+    c.push_back({"generic_1031", fngd_generic_desc(1031)});
+    return c;
+}
+
+fngd_layer_t make_layer(const fngd_layer_desc_t& d, fngd_gram_method_t method) {
+    fngd_layer_t l;
+    std::memset(&l, 0, sizeof l);
+    char msg[256] = {0};
+    EXPECT_EQ(fngd_layer_init(&l, &d, msg, sizeof msg), FNGD_SUCCESS) << msg;
+    const bool matrix = l.kind == FNGD_LAYER_LINEAR || l.kind == FNGD_LAYER_CONV2D;
+    l.method = matrix ? method : FNGD_GRAM_MATERIALIZE;
+    return l;
+}
+
+// One layer's batch on both sides plus the absolute-value per-sample gradients (the bound
+// sum|terms| of every gradient entry, in double).
+struct Data {
+    Vec x, go;
+    DVec Gabs;  // N x grad_len
+    std::unique_ptr<Dev> dx, dgo;
+    fngd_layer_batch_t host_batch() const {
+        return {x.data(), go.empty() ? nullptr : go.data()};
+    }
+    fngd_layer_batch_t dev_batch() const {
+        return {dx->f(), go.empty() ? nullptr : dgo->f()};
+    }
+};
+
+Data make_data(const fngd_layer_t& l, int N, unsigned seed) {
+    Data d;
+    d.x = random_vec((size_t)(N * l.in_per_sample), seed, -0.7f, 1.3f);
+    if (l.kind != FNGD_LAYER_GENERIC)
+        d.go = random_vec((size_t)(N * l.out_per_sample), seed + 1, -0.8f, 1.2f);
+    d.dx.reset(new Dev(d.x));
+    d.dgo.reset(new Dev(d.go));
+    d.Gabs.assign((size_t)(N * l.grad_len), 0.0);
+    Vec ax = abs_vec(d.x), ago = abs_vec(d.go);
+    EXPECT_EQ(0, fngd_ref_per_sample_grads(&l.desc, N, ax.data(),
+                                           ago.empty() ? nullptr : ago.data(), 1.0,
+                                           d.Gabs.data(), l.grad_len, 0));
+    return d;
+}
+
+// Longest float accumulation behind one Gram entry, over both methods: the grad_len-term dot
+// product (materialise), or pa- and q-term dot products and a T*T block sum (position), plus
+// the T-term sums forming a per-sample gradient entry.
+double gram_chain(const fngd_layer_t& l) {
+    return (double)l.grad_len + (double)l.T * l.T + l.T + l.pa + l.q;
+}
+
+void expect_gram_close(const fngd_layer_t& l, const Data& d, int N, float scale,
+                       const Vec& Kcpu, const Vec& Kgpu, const Vec* K0, const std::string& what) {
+    const double chain = gram_chain(l) + (K0 ? 1 : 0);
+    for (int i = 0; i < N; ++i)
+        for (int j = 0; j < N; ++j) {
+            double abs_ij = 0;
+            for (int64_t k = 0; k < l.grad_len; ++k)
+                abs_ij += d.Gabs[(size_t)i * l.grad_len + k] * d.Gabs[(size_t)j * l.grad_len + k];
+            abs_ij *= (double)scale * scale;
+            if (K0) abs_ij += std::fabs((*K0)[(size_t)i * N + j]);
+            const double tol = 2.0 * chain * kEps * abs_ij + FLT_MIN;
+            const size_t e = (size_t)i * N + j;
+            ASSERT_NEAR(Kgpu[e], Kcpu[e], tol) << what << " K[" << i << "][" << j << "]";
+        }
+}
+
+}  // namespace
+
+// ---- availability and lifecycle ---------------------------------------------------------------
+
+TEST(CudaBackend, CreateBindsDeviceAndReportsBadOrdinal) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    const fngd_backend_ops_t* gpu = fngd_cuda_backend_ops();
+    ASSERT_NE(gpu, nullptr);
+    fngd_config_t cfg;
+    fngd_config_init(&cfg);
+    cfg.backend = FNGD_BACKEND_CUDA;
+    cfg.max_batch = 3;
+    cfg.num_samples = 10;
+    cfg.device = 1 << 20;
+    fngd_backend_ctx_t* ctx = nullptr;
+    fngd_err_t err;
+    std::memset(&err, 0, sizeof err);
+    EXPECT_NE(gpu->create(&cfg, &ctx, &err), FNGD_SUCCESS);
+    EXPECT_EQ(ctx, nullptr);
+    EXPECT_NE(std::string(err.msg), "");
+    cfg.device = 0;
+    ASSERT_EQ(gpu->create(&cfg, &ctx, &err), FNGD_SUCCESS) << err.msg;
+    void* p = nullptr;
+    ASSERT_EQ(gpu->alloc(ctx, 1000, &p, &err), FNGD_SUCCESS) << err.msg;
+    EXPECT_EQ((uintptr_t)p % 256, 0u);
+    std::vector<unsigned char> back(1000, 7);
+    ASSERT_EQ(gpu->download(ctx, back.data(), p, 1000, nullptr, &err), FNGD_SUCCESS);
+    for (unsigned char b : back) ASSERT_EQ(b, 0);  // zero-filled
+    Vec src = random_vec(250, 3);
+    ASSERT_EQ(gpu->upload(ctx, p, src.data(), 1000, nullptr, &err), FNGD_SUCCESS);
+    Dev other(1000);
+    ASSERT_EQ(gpu->copy(ctx, other.f(), (const float*)p, 250, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(gpu->synchronize(ctx, nullptr, &err), FNGD_SUCCESS);
+    EXPECT_EQ(other.get<float>(250), src);
+    gpu->free(ctx, p);
+    gpu->destroy(ctx);
+}
+
+// ---- Gram: every layer kind, both methods, odd batch sizes ------------------------------------
+
+TEST(CudaBackend, LayerGramMatchesCpuForAllKindsAndMethods) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(33);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    unsigned seed = 100;
+    for (const Case& c : all_cases())
+        for (fngd_gram_method_t m : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION})
+            for (int N : {1, 7, 33}) {
+                const fngd_layer_t l = make_layer(c.desc, m);
+                const Data d = make_data(l, N, seed += 7);
+                const float scale = (float)N;  // mean-loss convention
+                const std::string what = c.name + " method " + std::to_string((int)m) +
+                                         " N " + std::to_string(N);
+                for (int accumulate : {0, 1}) {
+                    Vec K0 = random_vec((size_t)N * N, seed + 3);
+                    for (int i = 0; i < N; ++i)  // symmetric, as the contract requires
+                        for (int j = 0; j < i; ++j) K0[(size_t)i * N + j] = K0[(size_t)j * N + i];
+                    Vec Kc = K0;
+                    HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
+                    const fngd_layer_batch_t hb = d.host_batch();
+                    ASSERT_EQ(b.cpu->layer_gram(b.cc, &l, &hb, N, scale, Kc.data(), accumulate,
+                                                cws.p, cws.bytes, nullptr, &b.err),
+                              FNGD_SUCCESS) << what << ": " << b.err.msg;
+                    Dev K(K0), gws(b.gpu->workspace_bytes(b.gc, &l, N));
+                    const fngd_layer_batch_t db = d.dev_batch();
+                    ASSERT_EQ(b.gpu->layer_gram(b.gc, &l, &db, N, scale, K.f(), accumulate, gws.p,
+                                                gws.bytes, nullptr, &b.err),
+                              FNGD_SUCCESS) << what << ": " << b.err.msg;
+                    const Vec Kg = K.get<float>((size_t)N * N);
+                    for (int i = 0; i < N; ++i)  // both triangles written, exactly symmetric
+                        for (int j = 0; j < N; ++j)
+                            ASSERT_EQ(Kg[(size_t)i * N + j], Kg[(size_t)j * N + i]) << what;
+                    expect_gram_close(l, d, N, scale, Kc, Kg, accumulate ? &K0 : nullptr,
+                                      what + (accumulate ? " accumulate" : ""));
+                }
+            }
+}
+
+// Chunked plans (a workspace below the whole-layer size) give the same Gram and direction.
+TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(19);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    const int N = 19;
+    for (fngd_gram_method_t m : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION}) {
+        for (const fngd_layer_desc_t& desc :
+             {conv_desc(3, 33, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1), fngd_linear_desc(29, 31, 1)}) {
+            const fngd_layer_t l = make_layer(desc, m);
+            const Data d = make_data(l, N, 77);
+            const size_t full = fngd_cuda_plan_gram(&l, N, (size_t)1 << 40).bytes;
+            const fngd_gram_plan small = fngd_cuda_plan_gram(&l, N, full / 5);
+            ASSERT_LT(small.bytes, full);
+            Vec Kc((size_t)N * N);
+            HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
+            const fngd_layer_batch_t hb = d.host_batch(), db = d.dev_batch();
+            ASSERT_EQ(b.cpu->layer_gram(b.cc, &l, &hb, N, 1.0f, Kc.data(), 0, cws.p, cws.bytes,
+                                        nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+            Dev K((size_t)N * N * sizeof(float)), gws(small.bytes);
+            ASSERT_EQ(b.gpu->layer_gram(b.gc, &l, &db, N, 1.0f, K.f(), 0, gws.p, gws.bytes,
+                                        nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+            expect_gram_close(l, d, N, 1.0f, Kc, K.get<float>((size_t)N * N), nullptr,
+                              "chunked");
+
+            const size_t wfull = fngd_cuda_plan_weighted(&l, N, (size_t)1 << 40).bytes;
+            const fngd_weighted_plan wsmall = fngd_cuda_plan_weighted(&l, N, wfull / 4);
+            ASSERT_LT(wsmall.nc, N);
+            const Vec alpha = random_vec(N, 5);
+            Dev da(alpha), ow(l.n_weight * sizeof(float)), ob(l.n_bias * sizeof(float)),
+                wws(wsmall.bytes);
+            Vec cw(l.n_weight), cb(l.n_bias);
+            ASSERT_EQ(b.cpu->weighted_grad(b.cc, &l, &hb, N, alpha.data(), 1.0f, cw.data(),
+                                           cb.data(), cws.p, cws.bytes, nullptr, &b.err),
+                      FNGD_SUCCESS) << b.err.msg;
+            ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), 1.0f, ow.f(), ob.f(), wws.p,
+                                           wws.bytes, nullptr, &b.err), FNGD_SUCCESS)
+                << b.err.msg;
+            const Vec gw = ow.get<float>(l.n_weight);
+            const double chain = (double)N * l.T + 2;
+            for (int64_t k = 0; k < l.n_weight; ++k) {
+                double bound = 0;
+                for (int i = 0; i < N; ++i)
+                    bound += std::fabs(alpha[i]) * d.Gabs[(size_t)i * l.grad_len + k];
+                ASSERT_NEAR(gw[k], cw[k], 2 * chain * kEps * bound + FLT_MIN) << k;
+            }
+        }
+    }
+}
+
+// ---- weighted reduction -------------------------------------------------------------------------
+
+TEST(CudaBackend, WeightedGradMatchesCpuForAllKinds) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(33);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    unsigned seed = 900;
+    for (const Case& c : all_cases())
+        for (int N : {1, 7, 33}) {
+            const fngd_layer_t l = make_layer(c.desc, FNGD_GRAM_MATERIALIZE);
+            const Data d = make_data(l, N, seed += 5);
+            const Vec alpha = random_vec(N, seed + 1, -1.0f, 1.0f);
+            const float scale = 3.0f;
+            const std::string what = c.name + " N " + std::to_string(N);
+            Vec cw(l.n_weight), cb(l.n_bias);
+            HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
+            const fngd_layer_batch_t hb = d.host_batch(), db = d.dev_batch();
+            ASSERT_EQ(b.cpu->weighted_grad(b.cc, &l, &hb, N, alpha.data(), scale, cw.data(),
+                                           l.n_bias ? cb.data() : nullptr, cws.p, cws.bytes,
+                                           nullptr, &b.err), FNGD_SUCCESS) << what << b.err.msg;
+            Dev da(alpha), ow(l.n_weight * sizeof(float)), ob(l.n_bias * sizeof(float)),
+                gws(b.gpu->workspace_bytes(b.gc, &l, N));
+            ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), scale, ow.f(),
+                                           l.n_bias ? ob.f() : nullptr, gws.p, gws.bytes,
+                                           nullptr, &b.err), FNGD_SUCCESS) << what << b.err.msg;
+            const Vec gw = ow.get<float>(l.n_weight), gb = ob.get<float>(l.n_bias);
+            // Chain: the N*T-term weighted reduction plus the scaling multiplications.
+            const double chain = (double)N * l.T + 2;
+            for (int64_t k = 0; k < l.grad_len; ++k) {
+                double bound = 0;
+                for (int i = 0; i < N; ++i)
+                    bound += scale * std::fabs(alpha[i]) * d.Gabs[(size_t)i * l.grad_len + k];
+                const float g = k < l.n_weight ? gw[k] : gb[k - l.n_weight];
+                const float r = k < l.n_weight ? cw[k] : cb[k - l.n_weight];
+                ASSERT_NEAR(g, r, 2 * chain * kEps * bound + FLT_MIN) << what << " entry " << k;
+            }
+        }
+}
+
+// ---- damped Cholesky solve -----------------------------------------------------------------------
+
+TEST(CudaBackend, FactorSolveMatchesCpu) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(257);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    for (int N : {1, 2, 31, 64, 257})
+        for (fngd_damping_kind_t kind : {FNGD_DAMPING_ABSOLUTE, FNGD_DAMPING_TRACE_RELATIVE})
+            for (int custom_rhs : {0, 1}) {
+                // K = B B^T / N (positive semidefinite), float.
+                const Vec B = random_vec((size_t)N * N, 40 + N);
+                Vec K((size_t)N * N);
+                for (int i = 0; i < N; ++i)
+                    for (int j = 0; j < N; ++j) {
+                        double s = 0;
+                        for (int k = 0; k < N; ++k) s += (double)B[(size_t)i * N + k] * B[(size_t)j * N + k];
+                        K[(size_t)i * N + j] = (float)(s / N);
+                    }
+                for (int i = 0; i < N; ++i)
+                    for (int j = 0; j < i; ++j) K[(size_t)i * N + j] = K[(size_t)j * N + i];
+                const Vec rhs = random_vec(N, 9, 0.5f, 1.5f);
+                const double damping = 0.05, min_shift = 1e-6;
+                Vec ac(N, -7.0f);
+                int ic = -1, ig = -1;
+                double sc = 0, tc = 0, sg = 0, tg = 0;
+                HostWs cws(b.cpu->solver_workspace_bytes(b.cc, N));
+                ASSERT_EQ(b.cpu->factor_solve(b.cc, K.data(), N, kind, damping, min_shift,
+                                              custom_rhs ? rhs.data() : nullptr, ac.data(), &ic,
+                                              &sc, &tc, cws.p, cws.bytes, nullptr, &b.err),
+                          FNGD_SUCCESS) << b.err.msg;
+                Dev dK(K), dr(rhs), da((size_t)N * sizeof(float)),
+                    gws(b.gpu->solver_workspace_bytes(b.gc, N));
+                ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, kind, damping, min_shift,
+                                              custom_rhs ? dr.f() : nullptr, da.f(), &ig, &sg,
+                                              &tg, gws.p, gws.bytes, nullptr, &b.err),
+                          FNGD_SUCCESS) << b.err.msg;
+                ASSERT_EQ(ic, 0);
+                ASSERT_EQ(ig, 0);
+                // trace and shift: double sums of the same floats, N-term chains in double.
+                EXPECT_NEAR(tg, tc, 2 * N * DBL_EPSILON * std::fabs(tc) + DBL_MIN);
+                EXPECT_NEAR(sg, sc, 2 * N * DBL_EPSILON * std::fabs(sc) + DBL_MIN);
+                // alpha: cond(K + shift I) <= (trace + shift) / shift; the double solve adds
+                // about N^2 * cond * DBL_EPSILON relative error, then each side rounds to float
+                // (u each), so |diff| <= (FLT_EPSILON + 2 N^2 cond DBL_EPSILON) * max|alpha|.
+                const Vec ag = da.get<float>(N);
+                const double cond = (tc + sc) / sc;
+                double amax = 0;
+                for (float a : ac) amax = std::max(amax, (double)std::fabs(a));
+                const double tol = (kEps + 2.0 * N * N * cond * DBL_EPSILON) * amax;
+                for (int i = 0; i < N; ++i) ASSERT_NEAR(ag[i], ac[i], tol) << "N " << N << " i " << i;
+            }
+}
+
+TEST(CudaBackend, FactorSolveReportsNotPositiveDefiniteAndLeavesAlpha) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(5);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    const int N = 5;
+    Vec K((size_t)N * N, 0.0f);
+    for (int i = 0; i < N; ++i) K[(size_t)i * N + i] = i == 2 ? -1.0f : 1.0f;
+    Vec sentinel(N, 42.0f);
+    Dev dK(K), da(sentinel), gws(b.gpu->solver_workspace_bytes(b.gc, N));
+    int info = 0;
+    double shift = -1, trace = 0;
+    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 0.0, nullptr,
+                                  da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
+                                  &b.err), FNGD_SUCCESS) << b.err.msg;
+    EXPECT_GT(info, 0);
+    EXPECT_EQ(shift, 0.0);
+    EXPECT_EQ(trace, 3.0);
+    EXPECT_EQ(da.get<float>(N), sentinel);
+    // min_shift raises the shift past the negative pivot: factorization succeeds.
+    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 2.0, nullptr,
+                                  da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
+                                  &b.err), FNGD_SUCCESS) << b.err.msg;
+    EXPECT_EQ(info, 0);
+    EXPECT_EQ(shift, 2.0);
+    const Vec a = da.get<float>(N);
+    EXPECT_FLOAT_EQ(a[0], 1.0f / 3.0f);
+    EXPECT_FLOAT_EQ(a[2], 1.0f);
+}
+
+// ---- coefficient table ---------------------------------------------------------------------------
+
+TEST(CudaBackend, ScatterGatherSummaryMatchCpu) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    const int maxN = 37, nsets = 3;
+    const int64_t keys = 101;
+    Backends b(maxN);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    std::vector<float> table((size_t)keys * nsets, 0.0f), fallback = {0.25f, -0.5f, 2.0f};
+    std::vector<uint8_t> seen((size_t)keys, 0);
+    Dev dt(table), ds(seen), df(fallback), dcount(sizeof(int64_t));
+    std::mt19937 gen(11);
+    // Several scatters with host ids (staging ring wraps) and with position keys.
+    for (int round = 0; round < 9; ++round) {
+        const int N = round % 2 ? 37 : 13;
+        std::vector<int64_t> ids((size_t)keys);
+        for (int64_t k = 0; k < keys; ++k) ids[(size_t)k] = k;
+        std::shuffle(ids.begin(), ids.end(), gen);
+        ids.resize(N);
+        const int set = round % nsets;
+        const Vec alpha = random_vec(N, 300 + round);
+        Dev da(alpha);
+        const int64_t* idp = round == 4 ? nullptr : ids.data();
+        const int64_t offset = round == 4 ? 50 : 0;
+        ASSERT_EQ(b.cpu->scatter_coefs(b.cc, table.data(), seen.data(), nsets, set, idp, offset,
+                                       N, alpha.data(), nullptr, &b.err), FNGD_SUCCESS);
+        ASSERT_EQ(b.gpu->scatter_coefs(b.gc, dt.f(), (uint8_t*)ds.p, nsets, set, idp, offset, N,
+                                       da.f(), nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+    }
+    ASSERT_EQ(dt.get<float>(table.size()), table);
+    ASSERT_EQ(ds.get<uint8_t>(seen.size()), seen);
+
+    int64_t cpu_count = 0;
+    for (int round = 0; round < 6; ++round) {
+        const int N = round % 2 ? 37 : 1;
+        std::vector<int64_t> ids((size_t)N);
+        for (int i = 0; i < N; ++i) ids[(size_t)i] = (int64_t)((i * 7 + round * 13) % keys);
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        const int n = (int)ids.size();
+        const int set = round % nsets;
+        const fngd_fallback_t fk = round % 3 == 0 ? FNGD_FALLBACK_UNIFORM : FNGD_FALLBACK_STORED_MEAN;
+        const int count = round != 5;
+        Vec oc(n);
+        ASSERT_EQ(b.cpu->gather_coefs(b.cc, table.data(), seen.data(), nsets, set, ids.data(), 0,
+                                      n, fk, fallback.data(), 2.0f, oc.data(), &cpu_count, count,
+                                      nullptr, &b.err), FNGD_SUCCESS);
+        Dev og((size_t)n * sizeof(float));
+        ASSERT_EQ(b.gpu->gather_coefs(b.gc, dt.f(), (const uint8_t*)ds.p, nsets, set, ids.data(),
+                                      0, n, fk, df.f(), 2.0f, og.f(), (int64_t*)dcount.p, count,
+                                      nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+        ASSERT_EQ(og.get<float>(n), oc) << "round " << round;
+        ASSERT_EQ(dcount.get<int64_t>(1)[0], cpu_count) << "round " << round;
+    }
+    for (int set = 0; set < nsets; ++set)
+        for (int64_t nk : {(int64_t)0, (int64_t)1, (int64_t)60, keys}) {
+            fngd_coef_summary_t sc, sg;
+            ASSERT_EQ(b.cpu->summarize_coefs(b.cc, table.data(), seen.data(), nk, nsets, set, &sc,
+                                             nullptr, &b.err), FNGD_SUCCESS);
+            ASSERT_EQ(b.gpu->summarize_coefs(b.gc, dt.f(), (const uint8_t*)ds.p, nk, nsets, set,
+                                             &sg, nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+            EXPECT_EQ(sg.count, sc.count);
+            EXPECT_EQ(sg.min, sc.min);
+            EXPECT_EQ(sg.max, sc.max);
+            // Sum of `count` doubles (exact floats, |v| <= 1) in another order: a count-term
+            // double chain, so |diff| <= 2 * count * DBL_EPSILON * count.
+            EXPECT_NEAR(sg.sum, sc.sum, 2.0 * (double)sc.count * DBL_EPSILON * sc.count + DBL_MIN);
+        }
+}
+
+// ---- nonfinite check, SGD update, copy -------------------------------------------------------------
+
+TEST(CudaBackend, CheckFiniteFindsNanAndInfAtAnyOffset) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(1);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    for (size_t n : {(size_t)1, (size_t)7, (size_t)1000, (size_t)1000003}) {
+        Vec x = random_vec(n + 1, (unsigned)n);
+        Dev dx(x);
+        int bad = -1;
+        for (size_t offset : {(size_t)0, (size_t)1}) {  // aligned and misaligned start
+            const size_t len = n + 1 - offset;
+            ASSERT_EQ(b.gpu->check_finite(b.gc, dx.f() + offset, len, &bad, nullptr, &b.err),
+                      FNGD_SUCCESS) << b.err.msg;
+            EXPECT_EQ(bad, 0);
+        }
+        for (float v : {NAN, INFINITY, -INFINITY})
+            for (size_t pos : {(size_t)0, n / 2, n}) {
+                Vec y = x;
+                y[pos] = v;
+                Dev dy(y);
+                ASSERT_EQ(b.gpu->check_finite(b.gc, dy.f(), n + 1, &bad, nullptr, &b.err),
+                          FNGD_SUCCESS);
+                EXPECT_EQ(bad, 1) << "n " << n << " pos " << pos;
+            }
+    }
+}
+
+TEST(CudaBackend, SgdUpdateMatchesCpu) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(1);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    for (int64_t n : {(int64_t)1, (int64_t)33, (int64_t)4099, (int64_t)70001})
+        for (float momentum : {0.0f, 0.9f})
+            for (int with_mom : {0, 1}) {
+                if (!with_mom && momentum != 0.0f) continue;
+                Vec w = random_vec(n, 1), dir = random_vec(n, 2), mom = random_vec(n, 3);
+                Dev dw(w), dd(dir), dm(mom);
+                const float lr = 0.1f, wd = 1e-3f;
+                ASSERT_EQ(b.cpu->sgd_update(b.cc, w.data(), dir.data(), with_mom ? mom.data() : nullptr,
+                                            n, lr, momentum, wd, nullptr, &b.err), FNGD_SUCCESS);
+                ASSERT_EQ(b.gpu->sgd_update(b.gc, dw.f(), dd.f(), with_mom ? dm.f() : nullptr, n,
+                                            lr, momentum, wd, nullptr, &b.err), FNGD_SUCCESS)
+                    << b.err.msg;
+                const Vec gw = dw.get<float>(n), gm = dm.get<float>(n);
+                const Vec w0 = random_vec(n, 1), m0 = random_vec(n, 3);
+                for (int64_t i = 0; i < n; ++i) {
+                    // Four float operations per entry, each side possibly fused (FMA): 4 u of
+                    // the magnitudes involved on each side.
+                    const double mag = std::fabs(w0[i]) + lr * (std::fabs(momentum * m0[i]) +
+                                                              std::fabs(dir[i]) + std::fabs(wd * w0[i]));
+                    ASSERT_NEAR(gw[i], w[i], 4 * kEps * mag + FLT_MIN) << i;
+                    if (with_mom) ASSERT_NEAR(gm[i], mom[i], 4 * kEps * mag / lr + FLT_MIN) << i;
+                }
+            }
+}
+
+// ---- whole runs through the public API -------------------------------------------------------------
+
+namespace {
+
+// A small network's worth of layers with per-(epoch, step) random data, run on one backend.
+struct Run {
+    fngd_backend_kind_t backend;
+    std::vector<fngd_layer_desc_t> descs;
+    std::vector<fngd_ref_geom_t> geoms;
+    std::vector<std::vector<Vec>> directions;  // [step][layer] weight then bias
+    fngd_stats_t stats;
+};
+
+std::vector<fngd_layer_desc_t> run_layers() {
+    std::vector<fngd_layer_desc_t> d;
+    d.push_back(conv_desc(3, 5, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1));
+    d.push_back(conv_desc(5, 4, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1, 0));
+    d.push_back(fngd_norm_affine_desc(4, 12, 1));
+    d.push_back(fngd_linear_desc(48, 10, 1));
+    d.push_back(fngd_generic_desc(13));
+    return d;
+}
+
+void do_run(Run& r, fngd_coef_mode_t mode, int epochs) {
+    const int max_batch = 7;
+    const int64_t num_samples = 20;  // 7 + 7 + 6: an odd last batch
+    fngd_config_t cfg;
+    fngd_config_init(&cfg);
+    cfg.backend = r.backend;
+    cfg.max_batch = max_batch;
+    cfg.num_samples = num_samples;
+    cfg.coef_mode = mode;
+    cfg.damping_kind = FNGD_DAMPING_TRACE_RELATIVE;
+    cfg.damping = 0.1;
+    cfg.output = FNGD_OUTPUT_WRITE_GRAD;
+    fngd_handle_t h = nullptr;
+    ASSERT_EQ(fngd_create(&cfg, &h), FNGD_SUCCESS) << fngd_get_last_error(nullptr);
+    r.descs = run_layers();
+    const bool gpu = r.backend == FNGD_BACKEND_CUDA;
+    std::vector<std::unique_ptr<Dev>> dbufs;
+    std::vector<Vec> hgw, hgb;
+    for (fngd_layer_desc_t d : r.descs) {
+        fngd_ref_geom_t g;
+        ASSERT_EQ(fngd_ref_geometry(&d, &g), 0);
+        r.geoms.push_back(g);
+        hgw.emplace_back(g.n_weight);
+        hgb.emplace_back(g.n_bias);
+        if (gpu) {
+            dbufs.emplace_back(new Dev(g.n_weight * sizeof(float)));
+            d.grad_weight = dbufs.back()->f();
+            dbufs.emplace_back(new Dev(g.n_bias * sizeof(float)));
+            d.grad_bias = g.n_bias ? dbufs.back()->f() : nullptr;
+        } else {
+            d.grad_weight = hgw.back().data();
+            d.grad_bias = g.n_bias ? hgb.back().data() : nullptr;
+        }
+        ASSERT_EQ(fngd_add_layer(h, &d, nullptr), FNGD_SUCCESS) << fngd_get_last_error(h);
+    }
+    std::mt19937 order(5);
+    std::vector<int64_t> perm((size_t)num_samples);
+    for (int64_t i = 0; i < num_samples; ++i) perm[(size_t)i] = i;
+    unsigned seed = 1000;
+    for (int e = 0; e < epochs; ++e) {
+        std::shuffle(perm.begin(), perm.end(), order);
+        for (int64_t s0 = 0; s0 < num_samples; s0 += max_batch) {
+            const int N = (int)std::min<int64_t>(max_batch, num_samples - s0);
+            std::vector<fngd_layer_batch_t> batches;
+            std::vector<std::unique_ptr<Dev>> data;
+            std::vector<Vec> hx, hgo;
+            for (size_t l = 0; l < r.descs.size(); ++l) {
+                hx.push_back(random_vec((size_t)(N * r.geoms[l].in_per_sample), seed++, -0.5f, 1.5f));
+                hgo.push_back(random_vec((size_t)(N * r.geoms[l].out_per_sample), seed++, -0.4f, 1.0f));
+            }
+            for (size_t l = 0; l < r.descs.size(); ++l) {
+                fngd_layer_batch_t bt;
+                if (gpu) {
+                    data.emplace_back(new Dev(hx[l]));
+                    bt.input = data.back()->f();
+                    data.emplace_back(new Dev(hgo[l]));
+                    bt.grad_output = hgo[l].empty() ? nullptr : data.back()->f();
+                } else {
+                    bt.input = hx[l].data();
+                    bt.grad_output = hgo[l].empty() ? nullptr : hgo[l].data();
+                }
+                batches.push_back(bt);
+            }
+            ASSERT_EQ(fngd_step(h, N, perm.data() + s0, batches.data(), nullptr, nullptr),
+                      FNGD_SUCCESS) << fngd_get_last_error(h);
+            std::vector<Vec> dir;
+            for (size_t l = 0; l < r.descs.size(); ++l) {
+                Vec v;
+                if (gpu) {
+                    v = dbufs[2 * l]->get<float>(r.geoms[l].n_weight);
+                    const Vec bb = dbufs[2 * l + 1]->get<float>(r.geoms[l].n_bias);
+                    v.insert(v.end(), bb.begin(), bb.end());
+                } else {
+                    v = hgw[l];
+                    v.insert(v.end(), hgb[l].begin(), hgb[l].end());
+                }
+                dir.push_back(v);
+            }
+            r.directions.push_back(dir);
+        }
+        ASSERT_EQ(fngd_end_epoch(h, nullptr), FNGD_SUCCESS) << fngd_get_last_error(h);
+    }
+    std::memset(&r.stats, 0, sizeof r.stats);
+    r.stats.struct_size = sizeof r.stats;
+    ASSERT_EQ(fngd_get_stats(h, &r.stats), FNGD_SUCCESS);
+    ASSERT_EQ(fngd_destroy(h), FNGD_SUCCESS);
+}
+
+}  // namespace
+
+// Three epochs (collect, reuse, reuse) through fngd_step on both backends, same data, same
+// ids: directions agree step by step and the counters are identical.
+//
+// Tolerance: trace-relative damping gamma = 0.1 bounds cond(K + gamma trace(K) I) by
+// (1 + gamma) / gamma = 11, so the float error of K (chain `gram_chain`, at most 2 * chain * eps
+// relative to the abs Gram) reaches alpha amplified by at most 11; the direction adds its own
+// N*T-term reduction. The direction is a sum of correlated per-sample gradients (data with
+// nonzero means), so we compare against its max-norm with a headroom of 16 for cancellation.
+TEST(CudaBackend, MultiEpochRunMatchesCpuBackend) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    for (fngd_coef_mode_t mode : {FNGD_COEF_PER_LAYER, FNGD_COEF_GLOBAL}) {
+        Run cpu, gpu;
+        cpu.backend = FNGD_BACKEND_CPU;
+        gpu.backend = FNGD_BACKEND_CUDA;
+        do_run(cpu, mode, 3);
+        do_run(gpu, mode, 3);
+        if (HasFatalFailure()) return;
+        ASSERT_EQ(cpu.directions.size(), gpu.directions.size());
+        double chain = 0;
+        for (size_t l = 0; l < cpu.descs.size(); ++l) {
+            fngd_layer_t L = make_layer(cpu.descs[l], FNGD_GRAM_MATERIALIZE);
+            chain = std::max(chain, gram_chain(L) + 7.0 * L.T);
+        }
+        const double rel = 16.0 * 2.0 * (11.0 * chain) * kEps;
+        for (size_t s = 0; s < cpu.directions.size(); ++s)
+            for (size_t l = 0; l < cpu.descs.size(); ++l) {
+                const Vec& a = cpu.directions[s][l];
+                const Vec& g = gpu.directions[s][l];
+                ASSERT_EQ(a.size(), g.size());
+                double amax = 0;
+                for (float v : a) amax = std::max(amax, (double)std::fabs(v));
+                for (size_t k = 0; k < a.size(); ++k)
+                    ASSERT_NEAR(g[k], a[k], rel * amax + FLT_MIN)
+                        << "mode " << mode << " step " << s << " layer " << l << " entry " << k;
+            }
+        EXPECT_EQ(gpu.stats.steps_total, cpu.stats.steps_total);
+        EXPECT_EQ(gpu.stats.factorizations, cpu.stats.factorizations);
+        EXPECT_EQ(gpu.stats.fallback_ids, cpu.stats.fallback_ids);
+        EXPECT_EQ(gpu.stats.coefs_stored, cpu.stats.coefs_stored);
+        EXPECT_NEAR(gpu.stats.coef_mean, cpu.stats.coef_mean,
+                    rel * std::max(std::fabs(cpu.stats.coef_max), std::fabs(cpu.stats.coef_min)));
+    }
+}
+
+// A reuse-phase fngd_step captured into a CUDA graph on a non-default stream replays to the
+// same direction as the eagerly executed step.
+TEST(CudaBackend, ReuseStepCapturesIntoCudaGraph) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    const int N = 6;
+    fngd_config_t cfg;
+    fngd_config_init(&cfg);
+    cfg.backend = FNGD_BACKEND_CUDA;
+    cfg.max_batch = N;
+    cfg.num_samples = 12;
+    cfg.check_finite = 0;  // a blocking check cannot run inside a capture
+    cfg.output = FNGD_OUTPUT_WRITE_GRAD;
+    fngd_handle_t h = nullptr;
+    ASSERT_EQ(fngd_create(&cfg, &h), FNGD_SUCCESS) << fngd_get_last_error(nullptr);
+    std::vector<fngd_layer_desc_t> descs = {conv_desc(2, 3, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+                                            fngd_linear_desc(9, 4, 1)};
+    std::vector<std::unique_ptr<Dev>> grads, data;
+    std::vector<fngd_layer_batch_t> batches;
+    std::vector<fngd_ref_geom_t> geoms;
+    for (fngd_layer_desc_t d : descs) {
+        fngd_ref_geom_t g;
+        ASSERT_EQ(fngd_ref_geometry(&d, &g), 0);
+        geoms.push_back(g);
+        grads.emplace_back(new Dev(g.n_weight * sizeof(float)));
+        d.grad_weight = grads.back()->f();
+        grads.emplace_back(new Dev(g.n_bias * sizeof(float)));
+        d.grad_bias = grads.back()->f();
+        ASSERT_EQ(fngd_add_layer(h, &d, nullptr), FNGD_SUCCESS) << fngd_get_last_error(h);
+        data.emplace_back(new Dev(random_vec((size_t)(N * g.in_per_sample), 21)));
+        data.emplace_back(new Dev(random_vec((size_t)(N * g.out_per_sample), 22)));
+        batches.push_back({data[data.size() - 2]->f(), data.back()->f()});
+    }
+    cudaStream_t s;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    std::vector<int64_t> first = {0, 1, 2, 3, 4, 5}, second = {6, 7, 8, 9, 10, 11};
+    ASSERT_EQ(fngd_step(h, N, first.data(), batches.data(), nullptr, s), FNGD_SUCCESS)
+        << fngd_get_last_error(h);
+    ASSERT_EQ(fngd_step(h, N, second.data(), batches.data(), nullptr, s), FNGD_SUCCESS);
+    ASSERT_EQ(fngd_end_epoch(h, s), FNGD_SUCCESS) << fngd_get_last_error(h);
+
+    const std::vector<int64_t> ids = {7, 2, 11, 0, 5, 9};
+    ASSERT_EQ(fngd_step(h, N, ids.data(), batches.data(), nullptr, s), FNGD_SUCCESS)
+        << fngd_get_last_error(h);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    std::vector<Vec> eager;
+    for (size_t k = 0; k < grads.size(); ++k) {
+        const int64_t n = k % 2 ? geoms[k / 2].n_bias : geoms[k / 2].n_weight;
+        eager.push_back(grads[k]->get<float>(n));
+        ASSERT_EQ(cudaMemset(grads[k]->p, 0, grads[k]->bytes), cudaSuccess);
+    }
+
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    const fngd_status_t st = fngd_step(h, N, ids.data(), batches.data(), nullptr, s);
+    ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+    ASSERT_EQ(st, FNGD_SUCCESS) << fngd_get_last_error(h);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    for (int replay = 0; replay < 2; ++replay) {
+        ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+        ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+        for (size_t k = 0; k < grads.size(); ++k) {
+            const int64_t n = k % 2 ? geoms[k / 2].n_bias : geoms[k / 2].n_weight;
+            const Vec got = grads[k]->get<float>(n);
+            // Same kernels and cuBLAS calls on the same data; cuBLAS may pick another GEMM
+            // algorithm under capture, so allow the reduction's rounding: 2 * (N*T) * eps.
+            double amax = 0;
+            for (float v : eager[k]) amax = std::max(amax, (double)std::fabs(v));
+            const double tol = 2.0 * N * geoms[k / 2].T * kEps * amax + FLT_MIN;
+            for (size_t e = 0; e < got.size(); ++e)
+                ASSERT_NEAR(got[e], eager[k][e], tol) << "buffer " << k << " replay " << replay;
+        }
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    ASSERT_EQ(fngd_destroy(h), FNGD_SUCCESS);
+    cudaStreamDestroy(s);
+}
