@@ -593,7 +593,7 @@ TEST(CudaBackend, SgdUpdateMatchesCpu) {
 namespace {
 
 // A small network's worth of layers with per-(epoch, step) random data, run on one backend.
-struct Run {
+struct BackendRun {
     fngd_backend_kind_t backend;
     std::vector<fngd_layer_desc_t> descs;
     std::vector<fngd_ref_geom_t> geoms;
@@ -611,7 +611,7 @@ std::vector<fngd_layer_desc_t> run_layers() {
     return d;
 }
 
-void do_run(Run& r, fngd_coef_mode_t mode, int epochs) {
+void do_run(BackendRun& r, fngd_coef_mode_t mode, int epochs) {
     const int max_batch = 7;
     const int64_t num_samples = 20;  // 7 + 7 + 6: an odd last batch
     fngd_config_t cfg;
@@ -712,7 +712,7 @@ void do_run(Run& r, fngd_coef_mode_t mode, int epochs) {
 TEST(CudaBackend, MultiEpochRunMatchesCpuBackend) {
     if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
     for (fngd_coef_mode_t mode : {FNGD_COEF_PER_LAYER, FNGD_COEF_GLOBAL}) {
-        Run cpu, gpu;
+        BackendRun cpu, gpu;
         cpu.backend = FNGD_BACKEND_CPU;
         gpu.backend = FNGD_BACKEND_CUDA;
         do_run(cpu, mode, 3);

@@ -1,0 +1,430 @@
+// CUDA backend benchmarks (never a test): CUDA events, warm-up, an L2 flush before every timed
+// repeat, medians; results as JSON (default bench/results/cuda_kernels.json, or argv[1]).
+//  1. reuse-phase weighted reduction vs the plain cuBLAS weight-gradient GEMM, per ResNet-18
+//     CIFAR layer shape, N = 128;
+//  2. epoch-one Gram + factor + solve for the whole ResNet-18 (per-layer Fisher blocks, the cost
+//     model's Gram method) vs the network's weight-gradient GEMMs;
+//  3. damped Cholesky + solve for N = 32..1024: single (the backend's factor_solve) and batched
+//     (cusolverDnDpotrfBatched + potrsBatched), Gflop/s;
+// plus large SGEMM / DGEMM rates as the practical hardware limit to read the numbers against.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "layer.h"
+
+#ifndef FNGD_BENCH_RESULTS_DIR
+#define FNGD_BENCH_RESULTS_DIR "."
+#endif
+
+namespace {
+
+#define CK(call)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                 \
+                         cudaGetErrorString(e_));                                             \
+            return false;                                                                     \
+        }                                                                                     \
+    } while (0)
+#define CB(call)                                                                              \
+    do {                                                                                      \
+        cublasStatus_t s_ = (call);                                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
+            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                 \
+                         cublasGetStatusString(s_));                                          \
+            return false;                                                                     \
+        }                                                                                     \
+    } while (0)
+#define CS(call)                                                                              \
+    do {                                                                                      \
+        cusolverStatus_t s_ = (call);                                                         \
+        if (s_ != CUSOLVER_STATUS_SUCCESS) {                                                  \
+            std::fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #call, (int)s_); \
+            return false;                                                                     \
+        }                                                                                     \
+    } while (0)
+#define CF(call)                                                                              \
+    do {                                                                                      \
+        fngd_status_t f_ = (call);                                                            \
+        if (f_ != FNGD_SUCCESS) {                                                             \
+            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, g_err.msg);     \
+            return false;                                                                     \
+        }                                                                                     \
+    } while (0)
+
+fngd_err_t g_err;
+const int kWarmup = 3, kRepeats = 15;
+
+// Device memory owned by the benchmark, filled with small random-looking values.
+struct Buf {
+    void* p = nullptr;
+    size_t bytes = 0;
+    ~Buf() { cudaFree(p); }
+    bool alloc(size_t b) {
+        bytes = b ? b : 1;
+        if (cudaMalloc(&p, bytes) != cudaSuccess) return false;
+        std::vector<float> h(bytes / sizeof(float));
+        for (size_t i = 0; i < h.size(); ++i) h[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.4f;
+        return cudaMemcpy(p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice) ==
+               cudaSuccess;
+    }
+    float* f() const { return (float*)p; }
+};
+
+// Times `op` (enqueues on `s`) with events: warm-up, then per repeat an L2 flush (a memset of a
+// buffer twice the L2 size, outside the timed region) and the op; returns the median in ms.
+struct Timer {
+    cudaStream_t s;
+    Buf flush;
+    cudaEvent_t a, b;
+    bool init(cudaStream_t stream) {
+        s = stream;
+        int l2 = 0;
+        CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+        if (!flush.alloc((size_t)std::max(l2, 1 << 20) * 2)) return false;
+        CK(cudaEventCreate(&a));
+        CK(cudaEventCreate(&b));
+        return true;
+    }
+    template <class F>
+    bool median_ms(F op, double* ms) {
+        std::vector<double> t;
+        for (int r = 0; r < kWarmup + kRepeats; ++r) {
+            CK(cudaMemsetAsync(flush.p, r & 0xff, flush.bytes, s));
+            CK(cudaEventRecord(a, s));
+            if (!op()) return false;
+            CK(cudaEventRecord(b, s));
+            CK(cudaEventSynchronize(b));
+            float e = 0;
+            CK(cudaEventElapsedTime(&e, a, b));
+            if (r >= kWarmup) t.push_back(e);
+        }
+        std::sort(t.begin(), t.end());
+        *ms = t[t.size() / 2];
+        return true;
+    }
+};
+
+struct Shape {
+    const char* name;
+    fngd_layer_desc_t desc;
+    int count;  // how many layers of this shape ResNet-18 (CIFAR) has
+};
+
+fngd_layer_desc_t conv(int cin, int cout, int hw, int k, int stride) {
+    fngd_layer_desc_t d = fngd_conv2d_desc(cin, cout, hw, hw, k, k, 0);
+    d.stride_h = d.stride_w = stride;
+    d.pad_h = d.pad_w = k / 2;
+    return d;
+}
+
+// ResNet-18 for 32x32 inputs (3x3 stem, no max-pool), CIFAR-100 classifier.
+std::vector<Shape> resnet18() {
+    return {
+        {"stem 3->64 3x3 32x32", conv(3, 64, 32, 3, 1), 1},
+        {"s1 64->64 3x3 32x32", conv(64, 64, 32, 3, 1), 4},
+        {"s2 64->128 3x3 s2 32x32", conv(64, 128, 32, 3, 2), 1},
+        {"s2 128->128 3x3 16x16", conv(128, 128, 16, 3, 1), 3},
+        {"s2 down 64->128 1x1 s2", conv(64, 128, 32, 1, 2), 1},
+        {"s3 128->256 3x3 s2 16x16", conv(128, 256, 16, 3, 2), 1},
+        {"s3 256->256 3x3 8x8", conv(256, 256, 8, 3, 1), 3},
+        {"s3 down 128->256 1x1 s2", conv(128, 256, 16, 1, 2), 1},
+        {"s4 256->512 3x3 s2 8x8", conv(256, 512, 8, 3, 2), 1},
+        {"s4 512->512 3x3 4x4", conv(512, 512, 4, 3, 1), 3},
+        {"s4 down 256->512 1x1 s2", conv(256, 512, 8, 1, 2), 1},
+        {"fc 512->100", fngd_linear_desc(512, 100, 1), 1},
+    };
+}
+
+struct Env {
+    const fngd_backend_ops_t* ops;
+    fngd_backend_ctx_t* ctx;
+    cublasHandle_t blas;
+    cusolverDnHandle_t solver;
+    cudaStream_t s;
+    Timer timer;
+    std::string json;
+};
+
+void jadd(Env& E, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+void jadd(Env& E, const char* fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    E.json += buf;
+}
+
+bool make_layer(const fngd_layer_desc_t& d, int N, fngd_layer_t* l) {
+    char msg[256];
+    if (fngd_layer_init(l, &d, msg, sizeof msg) != FNGD_SUCCESS) {
+        std::fprintf(stderr, "layer: %s\n", msg);
+        return false;
+    }
+    l->method = fngd_choose_gram_method(l, N, (size_t)1 << 30);
+    return true;
+}
+
+// Plain (unweighted) weight-gradient GEMM of the layer: grad_W^T (p x q) = A^T (p x NT) E (NT x q),
+// on operands already laid out as the GEMM wants them (what an SGD step's GEMM costs).
+bool wgrad_gemm(Env& E, const fngd_layer_t& l, int N, const Buf& A, const Buf& Eb, Buf& out) {
+    const float one = 1.0f, zero = 0.0f;
+    CB(cublasSgemm(E.blas, CUBLAS_OP_N, CUBLAS_OP_T, l.p, l.q, N * l.T, &one, A.f(), l.p, Eb.f(),
+                   l.q, &zero, out.f(), l.p));
+    return true;
+}
+
+bool bench_weighted(Env& E, int N) {
+    jadd(E, "  \"weighted_reduction\": [\n");
+    bool first = true;
+    for (const Shape& sh : resnet18()) {
+        fngd_layer_t l;
+        if (!make_layer(sh.desc, N, &l)) return false;
+        Buf x, go, alpha, ow, ob, ws, A, Eb;
+        const size_t wsb = E.ops->workspace_bytes(E.ctx, &l, N);
+        if (!x.alloc(N * l.in_per_sample * 4) || !go.alloc(N * l.out_per_sample * 4) ||
+            !alpha.alloc(N * 4) || !ow.alloc(l.n_weight * 4) || !ob.alloc(l.q * 4) ||
+            !ws.alloc(wsb) || !A.alloc((size_t)N * l.T * l.p * 4) ||
+            !Eb.alloc((size_t)N * l.T * l.q * 4))
+            return false;
+        const fngd_layer_batch_t b = {x.f(), go.f()};
+        double t_fngd = 0, t_gemm = 0;
+        if (!E.timer.median_ms([&] {
+                CF(E.ops->weighted_grad(E.ctx, &l, &b, N, alpha.f(), (float)N, ow.f(), ob.f(),
+                                        ws.p, ws.bytes, E.s, &g_err));
+                return true;
+            }, &t_fngd))
+            return false;
+        if (!E.timer.median_ms([&] { return wgrad_gemm(E, l, N, A, Eb, ow); }, &t_gemm))
+            return false;
+        const double flops = 2.0 * N * l.T * (double)l.p * l.q;
+        jadd(E, "%s    {\"layer\": \"%s\", \"N\": %d, \"T\": %d, \"p\": %d, \"q\": %d, "
+                "\"weighted_ms\": %.4f, \"plain_gemm_ms\": %.4f, \"ratio\": %.3f, "
+                "\"weighted_gflops\": %.1f, \"plain_gemm_gflops\": %.1f}",
+             first ? "" : ",\n", sh.name, N, l.T, l.p, l.q, t_fngd, t_gemm, t_fngd / t_gemm,
+             flops / t_fngd * 1e-6, flops / t_gemm * 1e-6);
+        first = false;
+        std::printf("weighted %-28s %8.3f ms  plain GEMM %8.3f ms  ratio %.2f\n", sh.name, t_fngd,
+                    t_gemm, t_fngd / t_gemm);
+    }
+    jadd(E, "\n  ],\n");
+    return true;
+}
+
+bool bench_epoch_one(Env& E, int N) {
+    // Shared buffers sized for the largest layer; contents do not matter for timing.
+    size_t in_max = 0, out_max = 0, ws_max = E.ops->solver_workspace_bytes(E.ctx, N), w_max = 0;
+    size_t a_max = 0, e_max = 0;
+    std::vector<fngd_layer_t> layers;
+    std::vector<int> counts;
+    for (const Shape& sh : resnet18()) {
+        fngd_layer_t l;
+        if (!make_layer(sh.desc, N, &l)) return false;
+        layers.push_back(l);
+        counts.push_back(sh.count);
+        in_max = std::max(in_max, (size_t)(N * l.in_per_sample));
+        out_max = std::max(out_max, (size_t)(N * l.out_per_sample));
+        ws_max = std::max(ws_max, E.ops->workspace_bytes(E.ctx, &l, N));
+        w_max = std::max(w_max, (size_t)l.grad_len);
+        a_max = std::max(a_max, (size_t)N * l.T * l.p);
+        e_max = std::max(e_max, (size_t)N * l.T * l.q);
+    }
+    Buf x, go, K, alpha, ws, ow, A, Eb;
+    if (!x.alloc(in_max * 4) || !go.alloc(out_max * 4) || !K.alloc((size_t)N * N * 4) ||
+        !alpha.alloc(N * 4) || !ws.alloc(ws_max) || !ow.alloc(w_max * 4) || !A.alloc(a_max * 4) ||
+        !Eb.alloc(e_max * 4))
+        return false;
+    jadd(E, "  \"epoch_one\": {\"N\": %d, \"layers\": [\n", N);
+    double total_collect = 0, total_gemm = 0;
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const fngd_layer_t& l = layers[i];
+        const fngd_layer_batch_t b = {x.f(), go.f()};
+        double t_collect = 0, t_gemm = 0;
+        if (!E.timer.median_ms([&] {
+                CF(E.ops->layer_gram(E.ctx, &l, &b, N, (float)N, K.f(), 0, ws.p, ws.bytes, E.s,
+                                     &g_err));
+                // K is the Gram of this (random) data, so positive semidefinite; trace-relative
+                // damping 1 keeps it well conditioned. Timing does not depend on the values.
+                int info = 0;
+                double shift = 0, trace = 0;
+                CF(E.ops->factor_solve(E.ctx, K.f(), N, FNGD_DAMPING_TRACE_RELATIVE, 1.0, 1.0,
+                                       nullptr, alpha.f(), &info, &shift, &trace, ws.p, ws.bytes,
+                                       E.s, &g_err));
+                return true;
+            }, &t_collect))
+            return false;
+        if (!E.timer.median_ms([&] { return wgrad_gemm(E, l, N, A, Eb, ow); }, &t_gemm))
+            return false;
+        total_collect += counts[i] * t_collect;
+        total_gemm += counts[i] * t_gemm;
+        jadd(E, "%s    {\"layer\": \"%s\", \"count\": %d, \"method\": \"%s\", "
+                "\"gram_factor_solve_ms\": %.4f, \"wgrad_gemm_ms\": %.4f}",
+             i ? ",\n" : "", resnet18()[i].name, counts[i],
+             l.method == FNGD_GRAM_POSITION ? "position" : "materialize", t_collect, t_gemm);
+        std::printf("epoch one %-28s %-11s gram+factor+solve %8.3f ms  wgrad GEMM %8.3f ms\n",
+                    resnet18()[i].name, l.method == FNGD_GRAM_POSITION ? "position" : "materialize",
+                    t_collect, t_gemm);
+    }
+    jadd(E, "\n  ], \"network_gram_factor_solve_ms\": %.3f, \"network_wgrad_gemm_ms\": %.3f, "
+            "\"ratio\": %.3f},\n", total_collect, total_gemm, total_collect / total_gemm);
+    std::printf("epoch one network: gram+factor+solve %.3f ms vs wgrad GEMMs %.3f ms (%.2fx)\n",
+                total_collect, total_gemm, total_collect / total_gemm);
+    return true;
+}
+
+bool bench_cholesky(Env& E) {
+    const int batch = 32;
+    jadd(E, "  \"cholesky_solve\": [\n");
+    bool first = true;
+    for (int N = 32; N <= 1024; N *= 2) {
+        // SPD test matrix: diagonally dominant, float for the backend op, double for batched.
+        std::vector<float> hk((size_t)N * N);
+        for (int i = 0; i < N; ++i)
+            for (int j = 0; j < N; ++j)
+                hk[(size_t)i * N + j] = i == j ? (float)N : 1.0f / (1.0f + (float)std::abs(i - j));
+        std::vector<double> hd(hk.begin(), hk.end());
+        Buf K, alpha, ws, Ab, Bb, Aw, Bw, ptrs, info;
+        if (!K.alloc((size_t)N * N * 4) || !alpha.alloc(N * 4) ||
+            !ws.alloc(E.ops->solver_workspace_bytes(E.ctx, N)) ||
+            !Ab.alloc((size_t)batch * N * N * 8) || !Bb.alloc((size_t)batch * N * 8) ||
+            !Aw.alloc((size_t)batch * N * N * 8) || !Bw.alloc((size_t)batch * N * 8) ||
+            !ptrs.alloc(2 * batch * sizeof(double*)) || !info.alloc(batch * sizeof(int)))
+            return false;
+        CK(cudaMemcpy(K.p, hk.data(), hk.size() * 4, cudaMemcpyHostToDevice));
+        for (int b = 0; b < batch; ++b)
+            CK(cudaMemcpy((double*)Ab.p + (size_t)b * N * N, hd.data(), hd.size() * 8,
+                          cudaMemcpyHostToDevice));
+        std::vector<double*> hp(2 * batch);
+        for (int b = 0; b < batch; ++b) {
+            hp[b] = (double*)Aw.p + (size_t)b * N * N;
+            hp[batch + b] = (double*)Bw.p + (size_t)b * N;
+        }
+        CK(cudaMemcpy(ptrs.p, hp.data(), hp.size() * sizeof(double*), cudaMemcpyHostToDevice));
+        double t_single = 0, t_batched = 0;
+        if (!E.timer.median_ms([&] {
+                int inf = 0;
+                double shift = 0, trace = 0;
+                CF(E.ops->factor_solve(E.ctx, K.f(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr,
+                                       alpha.f(), &inf, &shift, &trace, ws.p, ws.bytes, E.s,
+                                       &g_err));
+                return true;
+            }, &t_single))
+            return false;
+        CS(cusolverDnSetStream(E.solver, E.s));
+        if (!E.timer.median_ms([&] {
+                // Fresh copies each repeat (potrf overwrites); the copy is timed too, as part
+                // of what a damped batched solve must do.
+                CK(cudaMemcpyAsync(Aw.p, Ab.p, Ab.bytes, cudaMemcpyDeviceToDevice, E.s));
+                CK(cudaMemcpyAsync(Bw.p, Bb.p, Bb.bytes, cudaMemcpyDeviceToDevice, E.s));
+                double** pa = (double**)ptrs.p;
+                CS(cusolverDnDpotrfBatched(E.solver, CUBLAS_FILL_MODE_LOWER, N, pa, N,
+                                           (int*)info.p, batch));
+                CS(cusolverDnDpotrsBatched(E.solver, CUBLAS_FILL_MODE_LOWER, N, 1, pa, N,
+                                           pa + batch, N, (int*)info.p, batch));
+                return true;
+            }, &t_batched))
+            return false;
+        const double flops = (double)N * N * N / 3.0 + 2.0 * N * N;
+        jadd(E, "%s    {\"N\": %d, \"single_ms\": %.4f, \"single_gflops\": %.2f, \"batch\": %d, "
+                "\"batched_ms\": %.4f, \"batched_gflops\": %.2f}",
+             first ? "" : ",\n", N, t_single, flops / t_single * 1e-6, batch, t_batched,
+             batch * flops / t_batched * 1e-6);
+        first = false;
+        std::printf("cholesky N %4d: single %8.3f ms (%7.2f Gflop/s)  batched x%d %8.3f ms "
+                    "(%7.2f Gflop/s)\n", N, t_single, flops / t_single * 1e-6, batch, t_batched,
+                    batch * flops / t_batched * 1e-6);
+    }
+    jadd(E, "\n  ],\n");
+    return true;
+}
+
+// Large GEMMs: the practical FP32 / FP64 limits of this GPU, to read the numbers above against.
+bool bench_limits(Env& E) {
+    const int ns = 8192, nd = 4096;
+    Buf a, b, c;
+    if (!a.alloc((size_t)ns * ns * 4) || !b.alloc((size_t)ns * ns * 4) || !c.alloc((size_t)ns * ns * 4))
+        return false;
+    double ts = 0, td = 0;
+    const float one = 1.0f, zero = 0.0f;
+    const double oned = 1.0, zerod = 0.0;
+    if (!E.timer.median_ms([&] {
+            CB(cublasSgemm(E.blas, CUBLAS_OP_N, CUBLAS_OP_N, ns, ns, ns, &one, a.f(), ns, b.f(),
+                           ns, &zero, c.f(), ns));
+            return true;
+        }, &ts))
+        return false;
+    if (!E.timer.median_ms([&] {
+            CB(cublasDgemm(E.blas, CUBLAS_OP_N, CUBLAS_OP_N, nd, nd, nd, &oned, (double*)a.p, nd,
+                           (double*)b.p, nd, &zerod, (double*)c.p, nd));
+            return true;
+        }, &td))
+        return false;
+    const double gs = 2.0 * ns * ns * (double)ns / ts * 1e-6, gd = 2.0 * nd * nd * (double)nd / td * 1e-6;
+    jadd(E, "  \"limits\": {\"sgemm_8192_gflops\": %.0f, \"dgemm_4096_gflops\": %.0f}\n", gs, gd);
+    std::printf("limits: SGEMM %.0f Gflop/s, DGEMM %.0f Gflop/s\n", gs, gd);
+    return true;
+}
+
+bool run(const char* path) {
+    if (!fngd_cuda_device_available()) {
+        std::fprintf(stderr, "no CUDA device\n");
+        return false;
+    }
+    Env E;
+    E.ops = fngd_cuda_backend_ops();
+    fngd_config_t cfg;
+    fngd_config_init(&cfg);
+    cfg.backend = FNGD_BACKEND_CUDA;
+    cfg.max_batch = 1024;
+    cfg.num_samples = 1024;
+    CF(E.ops->create(&cfg, &E.ctx, &g_err));
+    CK(cudaStreamCreateWithFlags(&E.s, cudaStreamNonBlocking));
+    CB(cublasCreate(&E.blas));
+    CB(cublasSetMathMode(E.blas, CUBLAS_DEFAULT_MATH));  // FP32 baseline, no TF32
+    CB(cublasSetStream(E.blas, E.s));
+    CS(cusolverDnCreate(&E.solver));
+    if (!E.timer.init(E.s)) return false;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    E.json = "{\n";
+    jadd(E, "  \"device\": \"%s\", \"sm_count\": %d, \"l2_bytes\": %d, \"repeats\": %d, "
+            "\"warmup\": %d, \"statistic\": \"median\",\n",
+         prop.name, prop.multiProcessorCount, prop.l2CacheSize, kRepeats, kWarmup);
+    const int N = 128;
+    bool ok = bench_weighted(E, N) && bench_epoch_one(E, N) && bench_cholesky(E) &&
+              bench_limits(E);
+    E.json += "}\n";
+    E.ops->destroy(E.ctx);
+    cusolverDnDestroy(E.solver);
+    cublasDestroy(E.blas);
+    cudaStreamDestroy(E.s);
+    if (!ok) return false;
+    FILE* f = std::fopen(path, "w");
+    if (!f) {
+        std::fprintf(stderr, "cannot write %s\n", path);
+        return false;
+    }
+    std::fputs(E.json.c_str(), f);
+    std::fclose(f);
+    std::printf("wrote %s\n", path);
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::string def = std::string(FNGD_BENCH_RESULTS_DIR) + "/cuda_kernels.json";
+    return run(argc > 1 ? argv[1] : def.c_str()) ? 0 : 1;
+}
