@@ -350,10 +350,11 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
         DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
         cpu_plan_t plan;
 
-        // materialise: fixed pieces + chunk * N * pa floats; chunk 2 of q = 5 or 7 leaves 1.
+        // materialise: fixed pieces + N x (chunk * pa) floats; chunk 2 of q = 5 or 7 leaves 1.
+        // (Pieces are rounded to 64 bytes as the plan carves them.)
         size_t fixed = (is_conv ? cpu_ws_piece(T * p) : 0) + (bias ? cpu_ws_piece(T) : 0);
-        fngd_cpu_set_chunk_budget(ctx, fixed + 2 * N * pa * sizeof(float));
-        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, &plan, &err), FNGD_SUCCESS);
+        fngd_cpu_set_chunk_budget(ctx, fixed + cpu_ws_piece(2 * N * pa));
+        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 2);
         l.method = FNGD_GRAM_MATERIALIZE;
         Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
@@ -362,10 +363,10 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
         EXPECT_TRUE(ws.canary_ok());
         expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "materialise chunk 2");
 
-        // position: fixed pieces + chunk * 2 * T * N*T floats; 3 samples of 7 leaves 1.
+        // position: fixed pieces + 2 x (chunk*T x N*T) floats; 3 samples of 7 leaves 1.
         fixed = is_conv ? cpu_ws_piece(N * T * p) + cpu_ws_piece(N * T * q) : 0;
-        fngd_cpu_set_chunk_budget(ctx, fixed + 3 * 2 * T * N * T * sizeof(float));
-        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, &plan, &err), FNGD_SUCCESS);
+        fngd_cpu_set_chunk_budget(ctx, fixed + 2 * cpu_ws_piece(3 * T * N * T));
+        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 3);
         l.method = FNGD_GRAM_POSITION;
         ws = make_ws(ops->workspace_bytes(ctx, &l, N));
@@ -373,9 +374,10 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
         EXPECT_TRUE(ws.canary_ok());
         expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "position chunk 3");
 
-        // reduction: chunk * T * (q + p if conv + 1 if bias) floats; 3 samples of 7 leaves 1.
-        fngd_cpu_set_chunk_budget(ctx, 3 * T * (q + (is_conv ? p : 0) + (bias ? 1 : 0)) * sizeof(float));
-        ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, &plan, &err), FNGD_SUCCESS);
+        // reduction: chunk*T x (q, p if conv, 1 if bias) floats; 3 samples of 7 leaves 1.
+        fngd_cpu_set_chunk_budget(ctx, cpu_ws_piece(3 * T * q) + (is_conv ? cpu_ws_piece(3 * T * p) : 0) +
+                                        (bias ? cpu_ws_piece(3 * T) : 0));
+        ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 3);
         ws = make_ws(ops->workspace_bytes(ctx, &l, N));
         Vec alpha = random_vec(N, 23);
@@ -438,40 +440,85 @@ TEST_F(CpuBackend, WeightedGradMatchesNaive) {
     }
 }
 
-TEST_F(CpuBackend, WorkspaceTooSmallIsInternalError) {
+void expect_wgrad_close(const Vec& out, const Naive& nv, const Vec& alpha, int N, int T) {
+    for (int64_t k = 0; k < nv.len; ++k) {
+        double ref = 0, abs = 0;
+        for (int i = 0; i < N; ++i) {
+            ref += alpha[i] * nv.G[(size_t)i * nv.len + k];
+            abs += std::fabs(alpha[i]) * nv.Gabs[(size_t)i * nv.len + k];
+        }
+        // as in WeightedGradMatchesNaive: N*T float terms plus <= 4 scaling roundings
+        ASSERT_NEAR(out[k], ref, kEps * ((double)N * T + 4) * abs + FLT_MIN) << k;
+    }
+}
+
+// workspace_bytes is exactly the larger of the two plans; an op given less than one chunk
+// needs fails with INTERNAL and writes no output; given less than its plan but at least one
+// chunk, it takes the largest chunk that fits and is still right.
+TEST_F(CpuBackend, WorkspaceLimits) {
     const int N = 7;
     for (const Case& c : matmul_cases()) {
         for (fngd_gram_method_t method : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION}) {
-            SCOPED_TRACE(c.name);
+            SCOPED_TRACE(c.name + " method " + std::to_string(method));
             fngd_layer_t l = make_layer(c.desc, method);
             Vec x = random_vec((size_t)N * l.in_per_sample, 1);
             Vec go = random_vec((size_t)N * l.out_per_sample, 2);
             fngd_layer_batch_t b{x.data(), go.data()};
-            cpu_plan_t gp, rp;
-            ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, &gp, &err), FNGD_SUCCESS);
-            ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, &rp, &err), FNGD_SUCCESS);
-            // workspace_bytes is exactly the larger of what the two ops use.
+            Naive nv = naive_grads(l, N, x, go, 1.0);
+            DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
+            cpu_plan_t gp, rp, gmin, rmin;
+            ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, SIZE_MAX, &gp, &err), FNGD_SUCCESS);
+            ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &rp, &err), FNGD_SUCCESS);
             EXPECT_EQ(ops->workspace_bytes(ctx, &l, N), std::max(gp.bytes, rp.bytes));
-            ASSERT_GT(gp.bytes, 0u);
-            Ws ws = make_ws(gp.bytes - 1);
+            fngd_cpu_set_chunk_budget(ctx, 0); // chunk 1: the least an op can run with
+            ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, SIZE_MAX, &gmin, &err), FNGD_SUCCESS);
+            ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &rmin, &err), FNGD_SUCCESS);
+            EXPECT_EQ(gmin.chunk, 1);
+            EXPECT_EQ(rmin.chunk, 1);
+            fngd_cpu_set_chunk_budget(ctx, FNGD_CPU_DEFAULT_CHUNK_BUDGET);
+
+            Ws ws = make_ws(gmin.bytes - 1);
             Vec K((size_t)N * N, 5.0f);
             EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
                       FNGD_ERROR_INTERNAL);
             EXPECT_NE(std::string(err.msg).find("workspace"), std::string::npos) << err.msg;
             for (float v : K) ASSERT_EQ(v, 5.0f); // outputs untouched on error
-            Vec alpha(N, 1.0f), out(l.grad_len, 5.0f);
-            Ws wr = make_ws(rp.bytes - 1);
-            EXPECT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(),
-                                         l.n_bias ? out.data() + l.n_weight : nullptr, wr.ptr(), wr.bytes, nullptr, &err),
+            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, nullptr, gp.bytes, nullptr, &err),
+                      FNGD_ERROR_INTERNAL); // no workspace pointer counts as none
+            Vec alpha = random_vec(N, 3), out(l.grad_len, 5.0f);
+            float* out_b = l.n_bias ? out.data() + l.n_weight : nullptr;
+            Ws wr = make_ws(rmin.bytes - 1);
+            EXPECT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(), out_b,
+                                         wr.ptr(), wr.bytes, nullptr, &err),
                       FNGD_ERROR_INTERNAL);
             for (float v : out) ASSERT_EQ(v, 5.0f);
+
+            for (size_t bytes : {gmin.bytes, gp.bytes - 1}) {
+                if (bytes < gmin.bytes) continue;
+                Ws w2 = make_ws(bytes);
+                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, w2.ptr(), w2.bytes, nullptr, &err),
+                          FNGD_SUCCESS)
+                    << err.msg;
+                EXPECT_TRUE(w2.canary_ok());
+                expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "limited workspace");
+            }
+            for (size_t bytes : {rmin.bytes, rp.bytes - 1}) {
+                if (bytes < rmin.bytes) continue;
+                Ws w2 = make_ws(bytes);
+                ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(), out_b,
+                                             w2.ptr(), w2.bytes, nullptr, &err),
+                          FNGD_SUCCESS)
+                    << err.msg;
+                EXPECT_TRUE(w2.canary_ok());
+                expect_wgrad_close(out, nv, alpha, N, l.T);
+            }
         }
     }
     // AUTO (unresolved) asks for enough for either method; the Gram op refuses it.
     fngd_layer_t l = make_layer(matmul_cases()[4].desc, FNGD_GRAM_AUTO);
     cpu_plan_t pm, pp;
-    ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, &pm, &err), FNGD_SUCCESS);
-    ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, &pp, &err), FNGD_SUCCESS);
+    ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &pm, &err), FNGD_SUCCESS);
+    ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &pp, &err), FNGD_SUCCESS);
     EXPECT_GE(ops->workspace_bytes(ctx, &l, N), std::max(pm.bytes, pp.bytes));
     Vec x = random_vec((size_t)N * l.in_per_sample, 1), go = random_vec((size_t)N * l.out_per_sample, 2);
     fngd_layer_batch_t b{x.data(), go.data()};
@@ -479,6 +526,47 @@ TEST_F(CpuBackend, WorkspaceTooSmallIsInternalError) {
     Vec K((size_t)N * N);
     EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
               FNGD_ERROR_INTERNAL);
+}
+
+// The host sizes the workspace for max_batch and runs smaller batches with it. Under a budget a
+// smaller N can plan a larger chunk than max_batch did (and so ask for more bytes); the ops
+// must then fit what they were given. Every N in 1..13 with the workspace of 13.
+TEST_F(CpuBackend, WorkspaceOfMaxBatchServesSmallerBatches) {
+    const int max_batch = 13;
+    bool saw_larger_request = false;
+    for (const Case& c : matmul_cases()) {
+        for (fngd_gram_method_t method : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION}) {
+            fngd_layer_t l = make_layer(c.desc, method);
+            for (size_t budget : {(size_t)0, (size_t)700, (size_t)2000, (size_t)5000, (size_t)20000}) {
+                fngd_cpu_set_chunk_budget(ctx, budget);
+                Ws ws = make_ws(ops->workspace_bytes(ctx, &l, max_batch));
+                for (int N = 1; N <= max_batch; ++N) {
+                    SCOPED_TRACE(c.name + " method " + std::to_string(method) + " budget " +
+                                 std::to_string(budget) + " N " + std::to_string(N));
+                    saw_larger_request |= ops->workspace_bytes(ctx, &l, N) > ws.bytes;
+                    Vec x = random_vec((size_t)N * l.in_per_sample, 4 + N);
+                    Vec go = random_vec((size_t)N * l.out_per_sample, 5 + N);
+                    fngd_layer_batch_t b{x.data(), go.data()};
+                    Naive nv = naive_grads(l, N, x, go, 1.0);
+                    DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
+                    Vec K((size_t)N * N);
+                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+                              FNGD_SUCCESS)
+                        << err.msg;
+                    expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "max-batch workspace");
+                    Vec alpha = random_vec(N, 6 + N), out(l.grad_len);
+                    ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(),
+                                                 l.n_bias ? out.data() + l.n_weight : nullptr, ws.ptr(),
+                                                 ws.bytes, nullptr, &err),
+                              FNGD_SUCCESS)
+                        << err.msg;
+                    expect_wgrad_close(out, nv, alpha, N, l.T);
+                    EXPECT_TRUE(ws.canary_ok());
+                }
+            }
+        }
+    }
+    EXPECT_TRUE(saw_larger_request); // the situation this test is about did occur
 }
 
 // ---- factor_solve -------------------------------------------------------------------------------

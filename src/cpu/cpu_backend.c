@@ -3,6 +3,7 @@
  * queries. The numerical operations live in their own files (cpu_gram*.c, cpu_solve.c,
  * cpu_coefs.c, cpu_reduce.c, cpu_update.c). Streams are ignored: everything is blocking. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -82,26 +83,33 @@ static fngd_status_t cpu_check_finite(fngd_backend_ctx_t* ctx, const float* x, s
     return FNGD_SUCCESS;
 }
 
-/* Max of the Gram (with the layer's method; both when still AUTO) and reduction plans; 0 when
- * a dimension is unsupported (the op itself then reports why). */
-static size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N) {
-    if (!ctx || !layer || N < 1) return 0;
+/* Bytes of a plan, 0 when a dimension is unsupported (the op itself then reports why). */
+static size_t gram_plan_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
+                              fngd_gram_method_t method) {
     fngd_err_t err;
     cpu_plan_t plan;
-    size_t need = 0;
+    return cpu_plan_gram(ctx, layer, N, method, SIZE_MAX, &plan, &err) == FNGD_SUCCESS
+               ? plan.bytes
+               : 0;
+}
+
+/* Max of the Gram plan (with the layer's method; both while it is still AUTO) and the
+ * reduction plan. */
+static size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N) {
+    if (!ctx || !layer || N < 1) return 0;
+    size_t need;
     if (layer->method == FNGD_GRAM_AUTO &&
         (layer->kind == FNGD_LAYER_LINEAR || layer->kind == FNGD_LAYER_CONV2D)) {
-        if (cpu_plan_gram(ctx, layer, N, FNGD_GRAM_MATERIALIZE, &plan, &err) == FNGD_SUCCESS &&
-            plan.bytes > need)
-            need = plan.bytes;
-        if (cpu_plan_gram(ctx, layer, N, FNGD_GRAM_POSITION, &plan, &err) == FNGD_SUCCESS &&
-            plan.bytes > need)
-            need = plan.bytes;
-    } else if (cpu_plan_gram(ctx, layer, N, layer->method, &plan, &err) == FNGD_SUCCESS &&
-               plan.bytes > need) {
-        need = plan.bytes;
+        size_t m = gram_plan_bytes(ctx, layer, N, FNGD_GRAM_MATERIALIZE);
+        size_t p = gram_plan_bytes(ctx, layer, N, FNGD_GRAM_POSITION);
+        need = m > p ? m : p;
+    } else {
+        need = gram_plan_bytes(ctx, layer, N, layer->method);
     }
-    if (cpu_plan_reduce(ctx, layer, N, &plan, &err) == FNGD_SUCCESS && plan.bytes > need)
+    fngd_err_t err;
+    cpu_plan_t plan;
+    if (cpu_plan_reduce(ctx, layer, N, SIZE_MAX, &plan, &err) == FNGD_SUCCESS &&
+        plan.bytes > need)
         need = plan.bytes;
     return need;
 }

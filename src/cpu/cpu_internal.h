@@ -21,7 +21,7 @@ struct fngd_backend_ctx {
     fngd_config_t cfg;
     /* Target workspace of one layer op in bytes; chunk sizes (output channels for the
      * materialising Gram, samples for the position Gram and the weighted reduction) are the
-     * largest that keep the workspace under it (one chunk minimum). */
+     * largest that keep the workspace under it (one chunk minimum; see cpu_plan.c). */
     size_t chunk_budget;
 };
 
@@ -54,12 +54,14 @@ typedef struct cpu_plan {
 } cpu_plan_t;
 
 /* Plans for layer_gram with `method` (ignored for NORM_AFFINE and GENERIC) and for
- * weighted_grad. Return NOT_SUPPORTED (message in err) when a BLAS dimension would
- * not fit in an int. */
+ * weighted_grad: the largest chunk under the context's budget whose workspace also fits in
+ * ws_limit (SIZE_MAX for a size query). INTERNAL (message in err) when even one chunk does not
+ * fit in ws_limit; NOT_SUPPORTED when a BLAS dimension would not fit in an int. */
 fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
-                            fngd_gram_method_t method, cpu_plan_t* plan, fngd_err_t* err);
+                            fngd_gram_method_t method, size_t ws_limit, cpu_plan_t* plan,
+                            fngd_err_t* err);
 fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
-                              cpu_plan_t* plan, fngd_err_t* err);
+                              size_t ws_limit, cpu_plan_t* plan, fngd_err_t* err);
 
 /* ---- layout helpers (cpu_im2col.c) ------------------------------------------------------- */
 /* Patches of samples [i0, i0+nb) of a CONV2D input, (nb*T) x p row-major, patch column

@@ -1,63 +1,97 @@
 /* Workspace plans: chunk sizes and the exact bytes each layer op carves from its workspace.
- * workspace_bytes and the ops call the same functions, so they can never disagree. */
+ * workspace_bytes and the ops call the same functions, so they can never disagree.
+ *
+ * The chunk is the largest whose workspace stays under the context's budget (one chunk
+ * minimum) and, for an op, under the workspace it was actually given. The second limit
+ * matters because the host sizes the workspace for max_batch and then runs smaller batches:
+ * a smaller N may afford a larger chunk under the budget than max_batch did, and must then
+ * take the chunk that fits what it was given instead. Every piece grows with N at a fixed
+ * chunk, so the workspace sized for max_batch always fits chunk 1 of any smaller N. */
 #include <limits.h>
+#include <stdint.h>
 
 #include "cpu_internal.h"
 
-/* Largest chunk in [1, max_chunk] with fixed + chunk * per_chunk <= budget (bytes). */
-static int chunk_under_budget(size_t budget, size_t fixed, size_t per_chunk, int max_chunk) {
-    if (per_chunk == 0 || budget <= fixed) return 1;
-    size_t c = (budget - fixed) / per_chunk;
-    if (c < 1) return 1;
-    if (c > (size_t)max_chunk) return max_chunk;
-    return (int)c;
+typedef enum { OP_MATERIALIZE, OP_POSITION, OP_REDUCE } cpu_op_t;
+
+/* Workspace bytes of `op` with chunk c (pieces as the op carves them). */
+static size_t op_bytes(const fngd_layer_t* l, int N, cpu_op_t op, size_t c) {
+    const size_t T = (size_t)l->T, p = (size_t)l->p, pa = (size_t)l->pa, q = (size_t)l->q;
+    const size_t n = (size_t)N;
+    const int bias = l->pa > l->p;
+    const int conv = l->kind == FNGD_LAYER_CONV2D;
+    switch (op) {
+    case OP_MATERIALIZE: /* one sample's patches, a ones vector, P: N x (c*pa) */
+        return (conv ? cpu_ws_piece(T * p) : 0) + (bias ? cpu_ws_piece(T) : 0) +
+               cpu_ws_piece(n * c * pa);
+    case OP_POSITION: /* all rows of A and E (conv), S_A and S_E: c*T x N*T each */
+        return (conv ? cpu_ws_piece(n * T * p) + cpu_ws_piece(n * T * q) : 0) +
+               2 * cpu_ws_piece(c * T * n * T);
+    case OP_REDUCE: /* scaled rows of E, patches (conv), ones (bias) of c samples */
+        return cpu_ws_piece(c * T * q) + (conv ? cpu_ws_piece(c * T * p) : 0) +
+               (bias ? cpu_ws_piece(c * T) : 0);
+    }
+    return 0;
+}
+
+/* Largest c in [1, max_chunk] with op_bytes(c) <= limit, or 0 if even c = 1 does not fit
+ * (op_bytes is nondecreasing in c). */
+static int largest_fitting(const fngd_layer_t* l, int N, cpu_op_t op, int max_chunk,
+                           size_t limit) {
+    if (op_bytes(l, N, op, 1) > limit) return 0;
+    int lo = 1, hi = max_chunk;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (op_bytes(l, N, op, (size_t)mid) <= limit)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+static fngd_status_t plan_op(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l, int N,
+                             cpu_op_t op, size_t ws_limit, cpu_plan_t* plan, fngd_err_t* err) {
+    const int max_chunk = op == OP_MATERIALIZE ? l->q : N;
+    int c = largest_fitting(l, N, op, max_chunk, ctx->chunk_budget);
+    if (c == 0) c = 1; /* the budget is soft: one chunk minimum */
+    const int fit = largest_fitting(l, N, op, c, ws_limit);
+    if (fit == 0)
+        return FNGD_FAIL(err, FNGD_ERROR_INTERNAL,
+                         "cpu backend: workspace of %zu bytes, at least %zu needed (layer kind "
+                         "%d, N %d)",
+                         ws_limit, op_bytes(l, N, op, 1), (int)l->kind, N);
+    plan->chunk = fit;
+    plan->bytes = op_bytes(l, N, op, (size_t)fit);
+    return FNGD_SUCCESS;
 }
 
 static int fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
 fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
-                            fngd_gram_method_t method, cpu_plan_t* plan, fngd_err_t* err) {
-    const int64_t T = layer->T, p = layer->p, pa = layer->pa, q = layer->q;
-    const int bias = pa > p;
-    const size_t budget = ctx->chunk_budget;
+                            fngd_gram_method_t method, size_t ws_limit, cpu_plan_t* plan,
+                            fngd_err_t* err) {
     plan->bytes = 0;
     plan->chunk = 1;
     switch (layer->kind) {
     case FNGD_LAYER_LINEAR:
-    case FNGD_LAYER_CONV2D: {
-        const int conv = layer->kind == FNGD_LAYER_CONV2D;
-        if (method == FNGD_GRAM_MATERIALIZE) {
-            /* One sample's patches and a ones vector (bias) plus P: N x (qc*pa). */
-            size_t fixed = (conv ? cpu_ws_piece((size_t)(T * p)) : 0) +
-                           (bias ? cpu_ws_piece((size_t)T) : 0);
-            int qc = chunk_under_budget(budget, fixed, (size_t)N * pa * sizeof(float), (int)q);
-            if (!fits_int((int64_t)qc * pa))
-                return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
-                                 "cpu gram: per-sample gradient chunk %lld x %lld exceeds BLAS int",
-                                 (long long)qc, (long long)pa);
-            plan->chunk = qc;
-            plan->bytes = fixed + cpu_ws_piece((size_t)N * qc * pa);
-        } else if (method == FNGD_GRAM_POSITION) {
-            /* All rows of A and E (conv: im2col and transposed grad_output), then S_A and S_E
-             * for nb samples against all samples. */
-            if (!fits_int((int64_t)N * T))
-                return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
-                                 "cpu gram: N*T = %lld exceeds BLAS int", (long long)N * T);
-            size_t fixed = conv ? cpu_ws_piece((size_t)(N * T * p)) +
-                                      cpu_ws_piece((size_t)(N * T * q))
-                                : 0;
-            int nb = chunk_under_budget(budget, fixed, 2 * (size_t)(T * N * T) * sizeof(float),
-                                        N);
-            plan->chunk = nb;
-            plan->bytes = fixed + 2 * cpu_ws_piece((size_t)nb * T * N * T);
-        } else {
-            return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu gram: unresolved Gram method %d",
-                             (int)method);
-        }
-        return FNGD_SUCCESS;
-    }
-    case FNGD_LAYER_NORM_AFFINE:
+    case FNGD_LAYER_CONV2D:
+        if (!fits_int((int64_t)N * layer->T) || !fits_int((int64_t)layer->q * layer->pa))
+            return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
+                             "cpu gram: N*T = %lld or q*pa = %lld exceeds BLAS int",
+                             (long long)N * layer->T, (long long)layer->q * layer->pa);
+        if (method == FNGD_GRAM_MATERIALIZE)
+            return plan_op(ctx, layer, N, OP_MATERIALIZE, ws_limit, plan, err);
+        if (method == FNGD_GRAM_POSITION)
+            return plan_op(ctx, layer, N, OP_POSITION, ws_limit, plan, err);
+        return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu gram: unresolved Gram method %d",
+                         (int)method);
+    case FNGD_LAYER_NORM_AFFINE: /* per-sample gradients N x grad_len, then SYRK */
         plan->bytes = cpu_ws_piece((size_t)N * (size_t)layer->grad_len);
+        if (plan->bytes > ws_limit)
+            return FNGD_FAIL(err, FNGD_ERROR_INTERNAL,
+                             "cpu gram: workspace of %zu bytes, %zu needed (norm affine)",
+                             ws_limit, plan->bytes);
         return FNGD_SUCCESS;
     case FNGD_LAYER_GENERIC:
         if (!fits_int(layer->grad_len))
@@ -71,27 +105,17 @@ fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l
 }
 
 fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
-                              cpu_plan_t* plan, fngd_err_t* err) {
-    const int64_t T = layer->T, p = layer->p, q = layer->q;
-    const int bias = layer->pa > layer->p;
+                              size_t ws_limit, cpu_plan_t* plan, fngd_err_t* err) {
     plan->bytes = 0;
     plan->chunk = 1;
     switch (layer->kind) {
     case FNGD_LAYER_LINEAR:
-    case FNGD_LAYER_CONV2D: {
-        const int conv = layer->kind == FNGD_LAYER_CONV2D;
-        if (!fits_int((int64_t)N * T))
+    case FNGD_LAYER_CONV2D:
+        if (!fits_int((int64_t)N * layer->T))
             return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
-                             "cpu weighted_grad: N*T = %lld exceeds BLAS int", (long long)N * T);
-        /* Per sample: T scaled rows of E (q), conv patches (p), ones for the bias sums. */
-        size_t per = (size_t)T * ((size_t)q + (conv ? (size_t)p : 0) + (bias ? 1 : 0));
-        int nb = chunk_under_budget(ctx->chunk_budget, 0, per * sizeof(float), N);
-        plan->chunk = nb;
-        plan->bytes = cpu_ws_piece((size_t)nb * T * q) +
-                      (conv ? cpu_ws_piece((size_t)nb * T * p) : 0) +
-                      (bias ? cpu_ws_piece((size_t)nb * T) : 0);
-        return FNGD_SUCCESS;
-    }
+                             "cpu weighted_grad: N*T = %lld exceeds BLAS int",
+                             (long long)N * layer->T);
+        return plan_op(ctx, layer, N, OP_REDUCE, ws_limit, plan, err);
     case FNGD_LAYER_NORM_AFFINE:
         return FNGD_SUCCESS; /* direct loops */
     case FNGD_LAYER_GENERIC:
