@@ -1,0 +1,310 @@
+// The small parts of the public API: version, status strings, configuration defaults, layer
+// descriptor helpers, lifecycle corner cases, layer queries and caller-provided workspace.
+#include <cstdlib>
+#include <set>
+
+#include "test_util.h"
+
+using namespace fngd_test;
+
+namespace {
+
+TEST(ApiMisc, Version) {
+    int major = -1, minor = -1, patch = -1;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_version(&major, &minor, &patch));
+    EXPECT_EQ(FNGD_VERSION_MAJOR, major);
+    EXPECT_EQ(FNGD_VERSION_MINOR, minor);
+    EXPECT_EQ(FNGD_VERSION_PATCH, patch);
+    EXPECT_EQ(FNGD_SUCCESS, fngd_get_version(nullptr, nullptr, nullptr));
+    EXPECT_EQ(FNGD_SUCCESS, fngd_get_version(nullptr, &minor, nullptr));
+}
+
+TEST(ApiMisc, StatusStringForEveryCode) {
+    std::set<std::string> seen;
+    for (int s = FNGD_SUCCESS; s <= FNGD_ERROR_INTERNAL; ++s) {
+        const char* str = fngd_status_string((fngd_status_t)s);
+        ASSERT_NE(nullptr, str) << s;
+        EXPECT_STRNE("", str) << s;
+        EXPECT_TRUE(seen.insert(str).second) << "status " << s << " shares its string: " << str;
+    }
+    for (int s : {-1, FNGD_ERROR_INTERNAL + 1, 1000}) {  // never NULL, even for unknown codes
+        const char* str = fngd_status_string((fngd_status_t)s);
+        ASSERT_NE(nullptr, str);
+        EXPECT_STRNE("", str);
+    }
+}
+
+TEST(ApiMisc, ConfigInitEqualsMacro) {
+    fngd_config_t a;
+    std::memset(&a, 0xAB, sizeof a);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_config_init(&a));
+    fngd_config_t b = FNGD_CONFIG_INIT;
+    EXPECT_EQ(sizeof(fngd_config_t), a.struct_size);
+    EXPECT_EQ(b.struct_size, a.struct_size);
+    EXPECT_EQ(b.backend, a.backend);
+    EXPECT_EQ(b.device, a.device);
+    EXPECT_EQ(b.max_batch, a.max_batch);
+    EXPECT_EQ(b.num_samples, a.num_samples);
+    EXPECT_EQ(b.coef_mode, a.coef_mode);
+    EXPECT_EQ(b.damping_kind, a.damping_kind);
+    EXPECT_EQ(b.damping, a.damping);
+    EXPECT_EQ(b.max_damping_retries, a.max_damping_retries);
+    EXPECT_EQ(b.damping_growth, a.damping_growth);
+    EXPECT_EQ(b.recompute_every, a.recompute_every);
+    EXPECT_EQ(b.grad_convention, a.grad_convention);
+    EXPECT_EQ(b.rhs, a.rhs);
+    EXPECT_EQ(b.fallback, a.fallback);
+    EXPECT_EQ(b.output, a.output);
+    EXPECT_EQ(b.learning_rate, a.learning_rate);
+    EXPECT_EQ(b.momentum, a.momentum);
+    EXPECT_EQ(b.weight_decay, a.weight_decay);
+    EXPECT_EQ(b.check_finite, a.check_finite);
+    EXPECT_EQ(b.max_workspace_bytes, a.max_workspace_bytes);
+    // The documented defaults.
+    EXPECT_EQ(FNGD_BACKEND_CPU, a.backend);
+    EXPECT_EQ(0, a.device);
+    EXPECT_EQ(FNGD_COEF_PER_LAYER, a.coef_mode);
+    EXPECT_EQ(FNGD_DAMPING_ABSOLUTE, a.damping_kind);
+    EXPECT_EQ(1e-3, a.damping);
+    EXPECT_EQ(8, a.max_damping_retries);
+    EXPECT_EQ(10.0, a.damping_growth);
+    EXPECT_EQ(0, a.recompute_every);
+    EXPECT_EQ(FNGD_GRAD_MEAN_LOSS, a.grad_convention);
+    EXPECT_EQ(FNGD_RHS_ONES, a.rhs);
+    EXPECT_EQ(FNGD_FALLBACK_STORED_MEAN, a.fallback);
+    EXPECT_EQ(FNGD_OUTPUT_WRITE_GRAD, a.output);
+    EXPECT_EQ(0.1f, a.learning_rate);
+    EXPECT_EQ(0.9f, a.momentum);
+    EXPECT_EQ(0.0f, a.weight_decay);
+    EXPECT_EQ(1, a.check_finite);
+    EXPECT_EQ((size_t)1 << 30, a.max_workspace_bytes);
+}
+
+void expect_common_desc_defaults(const fngd_layer_desc_t& d) {
+    EXPECT_EQ(sizeof(fngd_layer_desc_t), d.struct_size);
+    EXPECT_EQ(FNGD_GRAM_AUTO, d.gram_method);
+    EXPECT_EQ(nullptr, d.weight);
+    EXPECT_EQ(nullptr, d.bias);
+    EXPECT_EQ(nullptr, d.grad_weight);
+    EXPECT_EQ(nullptr, d.grad_bias);
+}
+
+TEST(ApiMisc, DescriptorHelperDefaults) {
+    fngd_layer_desc_t l = fngd_linear_desc(7, 3, 1);
+    expect_common_desc_defaults(l);
+    EXPECT_EQ(FNGD_LAYER_LINEAR, l.kind);
+    EXPECT_EQ(7, l.in_features);
+    EXPECT_EQ(3, l.out_features);
+    EXPECT_EQ(1, l.has_bias);
+    EXPECT_EQ(1, l.positions);
+
+    fngd_layer_desc_t c = fngd_conv2d_desc(3, 8, 11, 13, 3, 5, 0);
+    expect_common_desc_defaults(c);
+    EXPECT_EQ(FNGD_LAYER_CONV2D, c.kind);
+    EXPECT_EQ(3, c.in_channels);
+    EXPECT_EQ(8, c.out_channels);
+    EXPECT_EQ(11, c.in_h);
+    EXPECT_EQ(13, c.in_w);
+    EXPECT_EQ(3, c.kernel_h);
+    EXPECT_EQ(5, c.kernel_w);
+    EXPECT_EQ(0, c.has_bias);
+    EXPECT_EQ(1, c.stride_h);
+    EXPECT_EQ(1, c.stride_w);
+    EXPECT_EQ(0, c.pad_h);
+    EXPECT_EQ(0, c.pad_w);
+    EXPECT_EQ(1, c.dilation_h);
+    EXPECT_EQ(1, c.dilation_w);
+
+    fngd_layer_desc_t n = fngd_norm_affine_desc(16, 49, 1);
+    expect_common_desc_defaults(n);
+    EXPECT_EQ(FNGD_LAYER_NORM_AFFINE, n.kind);
+    EXPECT_EQ(16, n.num_features);
+    EXPECT_EQ(49, n.norm_positions);
+    EXPECT_EQ(1, n.has_bias);
+    EXPECT_EQ(0, n.channels_last);
+
+    fngd_layer_desc_t g = fngd_generic_desc((int64_t)3 << 33);
+    expect_common_desc_defaults(g);
+    EXPECT_EQ(FNGD_LAYER_GENERIC, g.kind);
+    EXPECT_EQ((int64_t)3 << 33, g.num_params);
+    EXPECT_EQ(0, g.has_bias);
+}
+
+TEST(ApiMisc, DestroyNullIsNoOp) { EXPECT_EQ(FNGD_SUCCESS, fngd_destroy(nullptr)); }
+
+TEST(ApiMisc, BackendAvailable) {
+    int avail = -1;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_backend_available(FNGD_BACKEND_CPU, &avail));
+    EXPECT_EQ(1, avail);
+    avail = -1;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_backend_available(FNGD_BACKEND_CUDA, &avail));
+    EXPECT_TRUE(avail == 0 || avail == 1);
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_backend_available(FNGD_BACKEND_CPU, nullptr));
+}
+
+TEST(ApiMisc, LastErrorEmptyOnFreshHandle) {
+    fngd_config_t c = base_config(4, 4);
+    Handle h;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_create(&c, &h.h));
+    ASSERT_NE(nullptr, fngd_get_last_error(h));
+    EXPECT_STREQ("", fngd_get_last_error(h));
+    EXPECT_EQ(FNGD_ERROR_INVALID_STATE, fngd_end_epoch(h, nullptr));
+    std::string msg = fngd_get_last_error(h);
+    EXPECT_NE(std::string::npos, msg.find(':')) << "expected file:line in " << msg;
+}
+
+TEST(ApiMisc, LayerQueries) {
+    Model m;
+    m.add(fngd_linear_desc(5, 4, 1));
+    fngd_layer_desc_t conv = fngd_conv2d_desc(2, 3, 6, 6, 3, 3, 0);
+    conv.gram_method = FNGD_GRAM_POSITION;
+    m.add(conv);
+    m.add(fngd_norm_affine_desc(3, 4, 1));
+    fngd_config_t cfg = base_config(4, 8);
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    int n = 0;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_num_layers(h, &n));
+    EXPECT_EQ(3, n);
+    fngd_gram_method_t gm = FNGD_GRAM_AUTO;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_layer_gram_method(h, 1, &gm));
+    EXPECT_EQ(FNGD_GRAM_POSITION, gm);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_layer_gram_method(h, 0, &gm));
+    EXPECT_NE(FNGD_GRAM_AUTO, gm);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_layer_gram_method(h, 2, &gm));
+    EXPECT_EQ(FNGD_GRAM_MATERIALIZE, gm);
+    // prepare freezes the layer set; stored coefficients are all "never stored" (NaN).
+    ASSERT_EQ(FNGD_SUCCESS, fngd_prepare(h)) << fngd_get_last_error(h);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_prepare(h));  // idempotent
+    fngd_layer_desc_t more = fngd_linear_desc(2, 2, 0);
+    EXPECT_EQ(FNGD_ERROR_INVALID_STATE, fngd_add_layer(h, &more, nullptr));
+    for (float a : get_coefs(h, 0, iota_ids(8))) EXPECT_TRUE(std::isnan(a));
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_set_learning_rate(h, -1.0f));
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_set_learning_rate(h, NAN));
+    EXPECT_EQ(FNGD_SUCCESS, fngd_set_learning_rate(h, 0.5f));
+}
+
+// fngd_set_layer_buffers redirects the direction; the old buffers are no longer written.
+TEST(ApiMisc, SetLayerBuffersRedirectsOutput) {
+    const int N = 4;
+    Rng rng(31);
+    Model m;
+    m.add(fngd_linear_desc(5, 3, 1));
+    m.randomize(rng, N);
+    fngd_config_t cfg = base_config(N, N);
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    std::vector<float> gw(m[0].grad_weight.size(), 5.0f), gb(m[0].grad_bias.size(), 5.0f);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_set_layer_buffers(h, 0, m[0].weight.data(), m[0].bias.data(),
+                                                   gw.data(), gb.data()));
+    m.fill_grads(777.0f);
+    auto ids = iota_ids(N);
+    ASSERT_TRUE(step_ok(h, m, N, ids.data()));
+    for (float x : m[0].written_direction()) EXPECT_EQ(777.0f, x);
+    std::vector<double> got(gw.begin(), gw.end());
+    got.insert(got.end(), gb.begin(), gb.end());
+    RefBlock ref = reference_block(m, cfg, 0, N, nullptr);
+    EXPECT_LE(rel_err(got, ref.delta), direction_tolerance(ref));
+}
+
+// A caller-provided workspace gives bit-identical results to the library's own allocation,
+// over collect and reuse steps, and is only accepted before prepare, aligned and large enough.
+TEST(ApiMisc, CallerWorkspaceMatchesLibraryWorkspace) {
+    for (fngd_gram_method_t method : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION}) {
+        SCOPED_TRACE(method);
+        const int N = 6;
+        Rng rng(41);
+        Model a, b;
+        for (Model* x : {&a, &b}) {
+            fngd_layer_desc_t conv = fngd_conv2d_desc(2, 3, 7, 6, 3, 3, 1);
+            conv.gram_method = method;
+            x->add(conv);
+            fngd_layer_desc_t lin = fngd_linear_desc(6, 4, 1);
+            lin.positions = 3;
+            lin.gram_method = method;
+            x->add(lin);
+        }
+        fngd_config_t cfg = base_config(N, 2 * N);
+        Handle ha, hb;
+        ASSERT_TRUE(make_handle(cfg, a, ha));
+        ASSERT_TRUE(make_handle(cfg, b, hb));
+        size_t bytes = 0;
+        ASSERT_EQ(FNGD_SUCCESS, fngd_get_workspace_size(hb, &bytes)) << fngd_get_last_error(hb);
+        ASSERT_GT(bytes, 0u);
+        size_t alloc = (bytes + 256 + 255) / 256 * 256;
+        float* ws = static_cast<float*>(std::aligned_alloc(256, alloc));
+        ASSERT_NE(nullptr, ws);
+        std::unique_ptr<float, decltype(&std::free)> own(ws, &std::free);
+        EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_set_workspace(hb, ws, bytes - 1));
+        EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT,
+                  fngd_set_workspace(hb, reinterpret_cast<char*>(ws) + 4, bytes));
+        EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_set_workspace(hb, nullptr, bytes));
+        ASSERT_EQ(FNGD_SUCCESS, fngd_set_workspace(hb, ws, bytes)) << fngd_get_last_error(hb);
+        for (int epoch = 0; epoch < 2; ++epoch) {
+            for (int s = 0; s < 2; ++s) {
+                auto ids = iota_ids(N, s * N);
+                a.randomize(rng, N);
+                for (int l = 0; l < a.size(); ++l) {
+                    b[l].input = a[l].input;
+                    b[l].grad_output = a[l].grad_output;
+                }
+                ASSERT_TRUE(step_ok(ha, a, N, ids.data()));
+                ASSERT_TRUE(step_ok(hb, b, N, ids.data()));
+                for (int l = 0; l < a.size(); ++l)
+                    EXPECT_EQ(a[l].written_direction(), b[l].written_direction())
+                        << "epoch " << epoch << " step " << s << " layer " << l;
+            }
+            ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(ha, nullptr));
+            ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(hb, nullptr));
+        }
+        EXPECT_EQ(FNGD_ERROR_INVALID_STATE, fngd_set_workspace(hb, ws, bytes));  // prepared
+        EXPECT_EQ(FNGD_ERROR_INVALID_STATE, fngd_set_workspace(ha, ws, bytes));
+    }
+}
+
+// The size is a function of the registered layers: a workspace set for a smaller layer set
+// must not be used (overrun) after a larger layer is added. Bytes past the given size are
+// a guard that must stay untouched.
+TEST(ApiMisc, WorkspaceSetBeforeLargerLayerIsNotOverrun) {
+    const int N = 8;
+    Rng rng(51);
+    Model m;
+    m.add(fngd_linear_desc(2, 2, 0));
+    fngd_config_t cfg = base_config(N, N);
+    Handle h;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_create(&cfg, &h.h));
+    ASSERT_EQ(FNGD_SUCCESS, fngd_add_layer(h, &m[0].desc, nullptr));
+    size_t bytes = 0;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_workspace_size(h, &bytes));
+    const size_t guard = 1 << 20;
+    size_t alloc = (bytes + guard + 255) / 256 * 256;
+    unsigned char* ws = static_cast<unsigned char*>(std::aligned_alloc(256, alloc));
+    std::unique_ptr<unsigned char, decltype(&std::free)> own(ws, &std::free);
+    std::memset(ws, 0x5A, alloc);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_set_workspace(h, ws, bytes));
+    fngd_layer_desc_t big = fngd_conv2d_desc(4, 8, 16, 16, 3, 3, 1);
+    big.gram_method = FNGD_GRAM_POSITION;
+    m.add(big);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_add_layer(h, &m[1].desc, nullptr));
+    size_t need = 0;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_workspace_size(h, &need));
+    ASSERT_GT(need, bytes) << "test premise: the larger layer needs more workspace";
+    m.randomize(rng, N);
+    auto ids = iota_ids(N);
+    auto b = m.batches();
+    fngd_status_t s = fngd_step(h, N, ids.data(), b.data(), nullptr, nullptr);
+    // Either refused as a caller error (the workspace is too small now: INVALID_ARGUMENT or
+    // INVALID_STATE, not INTERNAL, which means a library bug) or done within the given bytes.
+    if (s != FNGD_SUCCESS) {
+        EXPECT_TRUE(s == FNGD_ERROR_INVALID_ARGUMENT || s == FNGD_ERROR_INVALID_STATE)
+            << fngd_status_string(s) << ": " << fngd_get_last_error(h);
+        EXPECT_STRNE("", fngd_get_last_error(h));
+    }
+    size_t touched = 0;
+    for (size_t k = bytes; k < alloc; ++k) touched += ws[k] != 0x5A;
+    EXPECT_EQ(0u, touched) << "the library wrote " << touched
+                           << " bytes past the caller's workspace (status "
+                           << fngd_status_string(s) << ")";
+}
+
+}  // namespace
