@@ -12,7 +12,7 @@
 #include "ex_time.h"
 #include "fngd.h"
 
-#define QUICK_TRAIN 512 /* training samples in a --quick run */
+#define QUICK_TRAIN 500 /* training samples in a --quick run (last batch partial) */
 #define TEST_SAMPLES 297
 
 /* One model and its optimizer; fngd == NULL means plain SGD. */
@@ -207,6 +207,9 @@ static void print_summary(const model_t* sgd, const model_t* fn, int epochs, int
     printf("  FNGD/SGD step time: epoch 1 (collect) %.2fx, later epochs (reuse) %.2fx\n", rs1, rsl);
     printf("  FNGD/SGD optimizer part: epoch 1 (collect) %.2fx, later epochs (reuse) %.2fx\n", ro1,
            rol);
+    printf("  (optimizer part: SGD = the example's weight gradients, which reuse the forward "
+           "pass's im2col patches, + update; FNGD = fngd_step, which rebuilds them from the "
+           "layer input, + update. fngd_bench_cpu compares like with like.)\n");
 }
 
 /* Stats that show the reuse phase saw only known ids. Returns 0 if consistent. */
@@ -236,7 +239,8 @@ static void note_backend(const train_options_t* o) {
     fngd_backend_available(FNGD_BACKEND_CUDA, &avail);
     printf("note: --backend cuda: the CUDA backend is %s. This C example keeps its network in "
            "host memory and runs the CPU backend; the CUDA backend is exercised by "
-           "tests/cuda (fngd_cuda_tests) and bench (fngd_bench_cuda).\n",
+           "the CUDA tests (fngd_cuda_tests) and bench/bench_cuda_kernels.cu "
+           "(fngd_bench_cuda_kernels).\n",
            avail ? "available" : "not available (built without CUDA or no device)");
 }
 

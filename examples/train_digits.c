@@ -37,7 +37,7 @@ static void usage(FILE* f) {
             "  --batch N           batch size (default 64)\n"
             "  --seed N            seed of init, split and batch order (default 1)\n"
             "  --data PATH         digits CSV (default %s)\n"
-            "  --quick             3 epochs on 512 training samples, plus a gradient check (CI)\n",
+            "  --quick             3 epochs on 500 training samples, plus a gradient check (CI)\n",
             FNGD_DIGITS_CSV);
 }
 
@@ -51,6 +51,15 @@ static int parse_args(int argc, char** argv, train_options_t* o) {
         if (!strcmp(a, "--quick")) {
             o->quick = 1;
             continue;
+        }
+        static const char* const valued[] = {"--epochs", "--lr", "--fngd-lr", "--momentum",
+                                             "--damping", "--batch", "--seed", "--data",
+                                             "--mode", "--backend"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); ++k) known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "unknown option %s\n", a);
+            return 1;
         }
         if (!v) {
             fprintf(stderr, "option %s needs a value\n", a);
@@ -83,9 +92,6 @@ static int parse_args(int argc, char** argv, train_options_t* o) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) end = (char*)v;
             else end = (char*)v + strlen(v);
             o->want_cuda = !strcmp(v, "cuda");
-        } else {
-            fprintf(stderr, "unknown option %s\n", a);
-            return 1;
         }
         if (!end || *end != '\0' || end == v) {
             fprintf(stderr, "bad value for %s: %s\n", a, v);
