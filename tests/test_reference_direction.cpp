@@ -99,6 +99,7 @@ struct Case {
     fngd_grad_convention_t convention = FNGD_GRAD_MEAN_LOSS;
     fngd_gram_method_t method = FNGD_GRAM_AUTO;  // forced on LINEAR and CONV2D layers
     bool custom_rhs = false;
+    size_t max_workspace_bytes = 0;  // 0: the default; small values force chunked work
 };
 
 fngd_layer_desc_t linear(int in, int out, int bias, int T) {
@@ -142,6 +143,7 @@ void check_direction(const Case& c, uint64_t seed) {
     cfg.coef_mode = c.mode;
     cfg.damping_kind = c.damping;
     cfg.grad_convention = c.convention;
+    if (c.max_workspace_bytes) cfg.max_workspace_bytes = c.max_workspace_bytes;
     const double gamma = 0.05;
     cfg.damping = gamma;
     if (c.damping == FNGD_DAMPING_ABSOLUTE) {
@@ -278,6 +280,20 @@ std::vector<Case> all_cases() {
     Case* mat = add("Mixed_PerLayer_Materialize_Absolute_N7", mixed, 7);
     mat->method = FNGD_GRAM_MATERIALIZE;
     mat->damping = FNGD_DAMPING_ABSOLUTE;
+    // A tiny workspace cap: the backend must split the Gram and the reduction into chunks
+    // (down to one sample or one output channel at a time) and still be exact.
+    for (int mi = 1; mi < 3; ++mi)
+        for (size_t cap : {(size_t)1, (size_t)64 << 10})
+            for (int N : {13, 128}) {
+                Case* c = add(std::string("Chunked") + (cap == 1 ? "Min" : "64K") + "_" +
+                                  mname[mi] + "_N" + std::to_string(N),
+                              {conv(3, 4, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), linear(7, 5, 1, 3),
+                               norm(4, 6, 1, 1)},
+                              N);
+                c->method = methods[mi];
+                c->max_workspace_bytes = cap;
+                c->mode = N == 13 ? FNGD_COEF_PER_LAYER : FNGD_COEF_GLOBAL;
+            }
     return v;
 }
 
