@@ -75,6 +75,13 @@ class _Capture:
         self.e = None
 
 
+def _functorch_active() -> bool:
+    """Inside torch.func transforms (vmap/grad of a functional_call of the model) the hooks
+    must stay out of the way: no capture, no requires_grad toggling."""
+    f = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(f and f())
+
+
 def _restore(layer):
     for p in layer.toggled:
         p.requires_grad_(True)
@@ -142,7 +149,7 @@ class FNGDPreconditioner:
         self.model = model
         self.layers = self._find_layers(model, unsupported, modules)
         if not self.layers:
-            raise UnsupportedLayerError("the model has no layer FNGD can precondition")
+            raise L.UnsupportedLayerError("the model has no layer FNGD can precondition")
         self._handle = None
         self._phase = _lib.PHASE_COLLECT
         self._hooks = []
@@ -210,7 +217,8 @@ class FNGDPreconditioner:
     def _make_pre_hook(self, layer):
         def pre_hook(module, args):
             _restore(layer)  # in case a previous forward of this module raised
-            if not (self.capturing and self.skip_weight_grad and torch.is_grad_enabled()):
+            if not (self.capturing and self.skip_weight_grad and torch.is_grad_enabled()) \
+                    or _functorch_active():
                 return
             x = args[0] if args else None
             if isinstance(x, torch.Tensor) and x.requires_grad:
@@ -222,7 +230,7 @@ class FNGDPreconditioner:
     def _make_hook(self, layer):
         def hook(module, args, output):
             _restore(layer)
-            if not (self.capturing and torch.is_grad_enabled()):
+            if not (self.capturing and torch.is_grad_enabled()) or _functorch_active():
                 return
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return
