@@ -517,3 +517,62 @@ TEST(Epochs, StatsFields) {
 }
 
 }  // namespace
+
+namespace {
+
+// Global mode with position keys: each fngd_get_loss_weights call stands for one reuse step
+// (keys steps_in_epoch * max_batch + i), so consecutive calls walk the epoch's keys.
+TEST(Epochs, LossWeightsWithPositionKeys) {
+    const int M = 6;
+    const int64_t ns = 2 * M;
+    Rng rng(650);
+    Model m;
+    build_model(m);
+    fngd_config_t cfg = base_config(M, ns);
+    cfg.coef_mode = FNGD_COEF_GLOBAL;
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    for (int s = 0; s < 2; ++s) {
+        m.randomize(rng, M);
+        ASSERT_TRUE(step_ok(h, m, M, nullptr));
+    }
+    ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(h, nullptr));
+    for (int s = 0; s < 2; ++s) {
+        std::vector<float> w((size_t)M, -1.0f);
+        ASSERT_EQ(FNGD_SUCCESS, fngd_get_loss_weights(h, M, nullptr, w.data(), nullptr))
+            << fngd_get_last_error(h);
+        std::vector<float> alpha = get_coefs(h, 0, iota_ids(M, (int64_t)s * M));
+        for (int i = 0; i < M; ++i)
+            EXPECT_NEAR(M * (double)alpha[(size_t)i], w[(size_t)i],
+                        2 * kFloatEps * std::fabs(M * alpha[(size_t)i]))
+                << "step " << s << " sample " << i;
+    }
+    EXPECT_EQ(0, get_stats(h).fallback_ids);
+}
+
+// With FNGD_RHS_CUSTOM the right-hand side is needed only where a solve happens: a reuse step
+// takes rhs = NULL, and the stored coefficients are those of the custom solve.
+TEST(Epochs, CustomRhsOnlyInCollectPhase) {
+    const int N = 7;
+    Rng rng(660);
+    Model m;
+    build_model(m);
+    fngd_config_t cfg = base_config(N, N);
+    cfg.rhs = FNGD_RHS_CUSTOM;
+    cfg.coef_mode = FNGD_COEF_GLOBAL;
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    std::vector<float> rhs((size_t)N);
+    for (float& r : rhs) r = (float)rng.uniform(0.2, 3.0);
+    auto ids = iota_ids(N);
+    m.randomize(rng, N);
+    ASSERT_TRUE(step_ok(h, m, N, ids.data(), rhs.data()));
+    RefBlock ref = reference_block(m, cfg, 0, N, rhs.data());
+    EXPECT_LE(rel_err(to_double(get_coefs(h, 0, ids)), ref.alpha), coefficient_tolerance(ref));
+    ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(h, nullptr));
+    m.randomize(rng, N);
+    ASSERT_TRUE(step_ok(h, m, N, ids.data(), nullptr));
+    expect_weighted_direction(m, cfg, 0, N, to_double(get_coefs(h, 0, ids)));
+}
+
+}  // namespace
