@@ -27,6 +27,8 @@ fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_
 {
     FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
     FNGD_CUBLAS_TRY(err, cublasSetStream(ctx->blas, stream));
+    /* cublasSetStream resets the workspace to cuBLAS's own pool: put ours back. */
+    FNGD_CUBLAS_TRY(err, cublasSetWorkspace(ctx->blas, ctx->blas_ws, FNGD_CUDA_BLAS_WS_BYTES));
     FNGD_CUBLAS_TRY(err, cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
     FNGD_CUSOLVER_TRY(err, cusolverDnSetStream(ctx->solver, stream));
     return FNGD_SUCCESS;
@@ -44,6 +46,7 @@ static void cuda_destroy(fngd_backend_ctx_t* ctx)
     if (ctx->solve_host) cudaFreeHost(ctx->solve_host);
     if (ctx->solver) cusolverDnDestroy(ctx->solver);
     if (ctx->blas) cublasDestroy(ctx->blas);
+    if (ctx->blas_ws) cudaFree(ctx->blas_ws); /* after the handle that referenced it */
     free(ctx);
 }
 
@@ -64,6 +67,8 @@ static fngd_status_t cuda_create_into(const fngd_config_t* cfg, fngd_backend_ctx
     FNGD_CUBLAS_TRY(err, cublasCreate(&ctx->blas));
     FNGD_CUBLAS_TRY(err, cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
     FNGD_CUSOLVER_TRY(err, cusolverDnCreate(&ctx->solver));
+    FNGD_CUDA_TRY(err, cudaMalloc(&ctx->blas_ws, FNGD_CUDA_BLAS_WS_BYTES));
+    FNGD_CUBLAS_TRY(err, cublasSetWorkspace(ctx->blas, ctx->blas_ws, FNGD_CUDA_BLAS_WS_BYTES));
     FNGD_CUDA_TRY(err, cudaMalloc((void**)&ctx->scratch_dev, sizeof(fngd_cuda_scratch)));
     FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->scratch_host, sizeof(fngd_cuda_scratch)));
     FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->solve_host, sizeof(fngd_cuda_solve_status)));

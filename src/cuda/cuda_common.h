@@ -14,6 +14,8 @@
 
 /* Host ids of scatter/gather are staged through a ring of pinned slots (see cuda_ids.cu). */
 #define FNGD_CUDA_ID_RING 4
+/* cuBLAS workspace: 32 MiB is what NVIDIA recommends for Hopper. */
+#define FNGD_CUDA_BLAS_WS_BYTES ((size_t)32 << 20)
 
 /* Results of the blocking reductions, read back through pinned memory. */
 #define FNGD_CUDA_SUMMARY_BLOCKS 256
@@ -38,6 +40,10 @@ struct fngd_backend_ctx {
     int sm_count;
     cublasHandle_t blas;
     cusolverDnHandle_t solver;
+    /* cuBLAS workspace owned by the context (cublasSetWorkspace after every rebind), so
+     * that stream capture never makes cuBLAS allocate one per captured graph. Work of one
+     * handle on two streams at once would share it: one handle serves one thread, in order. */
+    void* blas_ws;
 
     struct fngd_cuda_scratch* scratch_dev;    /* device */
     struct fngd_cuda_scratch* scratch_host;   /* pinned mirror */
