@@ -19,7 +19,7 @@
 #define REQUIRE_HANDLE(h) \
     if (!(h)) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL")
 
-static _Atomic(fngd_state_write_hook_t) g_write_hook = NULL;
+static _Atomic(fngd_state_write_hook_t) g_write_hook; /* zero: no hook */
 
 void fngd_test_set_state_write_hook(fngd_state_write_hook_t hook) {
     atomic_store(&g_write_hook, hook);
