@@ -117,53 +117,58 @@ Naive naive_grads(const fngd_layer_t& l, int N, const Vec& x, const Vec& go, dou
     };
     for (int i = 0; i < N; ++i) {
         switch (l.kind) {
-        case FNGD_LAYER_LINEAR: {
-            const int T = d.positions, p = d.in_features, q = d.out_features;
-            for (int t = 0; t < T; ++t)
-                for (int o = 0; o < q; ++o) {
-                    const double e = go[((size_t)i * T + t) * q + o];
-                    for (int k = 0; k < p; ++k) add(i, (int64_t)o * p + k, e * x[((size_t)i * T + t) * p + k]);
-                    if (d.has_bias) add(i, (int64_t)q * p + o, e);
-                }
-            break;
-        }
-        case FNGD_LAYER_CONV2D: {
-            const int C = d.in_channels, H = d.in_h, W = d.in_w, Co = d.out_channels;
-            const int kh = d.kernel_h, kw = d.kernel_w;
-            const int Ho = (H + 2 * d.pad_h - d.dilation_h * (kh - 1) - 1) / d.stride_h + 1;
-            const int Wo = (W + 2 * d.pad_w - d.dilation_w * (kw - 1) - 1) / d.stride_w + 1;
-            EXPECT_EQ(Ho, l.out_h);
-            EXPECT_EQ(Wo, l.out_w);
-            for (int o = 0; o < Co; ++o)
-                for (int oh = 0; oh < Ho; ++oh)
-                    for (int ow = 0; ow < Wo; ++ow) {
-                        const double e = go[(((size_t)i * Co + o) * Ho + oh) * Wo + ow];
-                        for (int c = 0; c < C; ++c)
-                            for (int ki = 0; ki < kh; ++ki)
-                                for (int kj = 0; kj < kw; ++kj) {
-                                    const int ih = oh * d.stride_h - d.pad_h + ki * d.dilation_h;
-                                    const int iw = ow * d.stride_w - d.pad_w + kj * d.dilation_w;
-                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                                    const double xv = x[(((size_t)i * C + c) * H + ih) * W + iw];
-                                    add(i, (((int64_t)o * C + c) * kh + ki) * kw + kj, e * xv);
-                                }
-                        if (d.has_bias) add(i, (int64_t)Co * C * kh * kw + o, e);
+            case FNGD_LAYER_LINEAR: {
+                const int T = d.positions, p = d.in_features, q = d.out_features;
+                for (int t = 0; t < T; ++t)
+                    for (int o = 0; o < q; ++o) {
+                        const double e = go[((size_t)i * T + t) * q + o];
+                        for (int k = 0; k < p; ++k)
+                            add(i, (int64_t)o * p + k, e * x[((size_t)i * T + t) * p + k]);
+                        if (d.has_bias) add(i, (int64_t)q * p + o, e);
                     }
-            break;
-        }
-        case FNGD_LAYER_NORM_AFFINE: {
-            const int C = d.num_features, T = d.norm_positions;
-            for (int c = 0; c < C; ++c)
-                for (int t = 0; t < T; ++t) {
-                    const size_t k = (size_t)i * C * T + (d.channels_last ? (size_t)t * C + c : (size_t)c * T + t);
-                    add(i, c, (double)go[k] * x[k]);
-                    if (d.has_bias) add(i, C + c, go[k]);
-                }
-            break;
-        }
-        case FNGD_LAYER_GENERIC:
-            for (int64_t k = 0; k < r.len; ++k) add(i, k, x[(size_t)i * r.len + k]);
-            break;
+                break;
+            }
+            case FNGD_LAYER_CONV2D: {
+                const int C = d.in_channels, H = d.in_h, W = d.in_w, Co = d.out_channels;
+                const int kh = d.kernel_h, kw = d.kernel_w;
+                const int Ho = (H + 2 * d.pad_h - d.dilation_h * (kh - 1) - 1) / d.stride_h + 1;
+                const int Wo = (W + 2 * d.pad_w - d.dilation_w * (kw - 1) - 1) / d.stride_w + 1;
+                EXPECT_EQ(Ho, l.out_h);
+                EXPECT_EQ(Wo, l.out_w);
+                for (int o = 0; o < Co; ++o)
+                    for (int oh = 0; oh < Ho; ++oh)
+                        for (int ow = 0; ow < Wo; ++ow) {
+                            const double e = go[(((size_t)i * Co + o) * Ho + oh) * Wo + ow];
+                            for (int c = 0; c < C; ++c)
+                                for (int ki = 0; ki < kh; ++ki)
+                                    for (int kj = 0; kj < kw; ++kj) {
+                                        const int ih =
+                                            oh * d.stride_h - d.pad_h + ki * d.dilation_h;
+                                        const int iw =
+                                            ow * d.stride_w - d.pad_w + kj * d.dilation_w;
+                                        if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                        const double xv =
+                                            x[(((size_t)i * C + c) * H + ih) * W + iw];
+                                        add(i, (((int64_t)o * C + c) * kh + ki) * kw + kj, e * xv);
+                                    }
+                            if (d.has_bias) add(i, (int64_t)Co * C * kh * kw + o, e);
+                        }
+                break;
+            }
+            case FNGD_LAYER_NORM_AFFINE: {
+                const int C = d.num_features, T = d.norm_positions;
+                for (int c = 0; c < C; ++c)
+                    for (int t = 0; t < T; ++t) {
+                        const size_t k = (size_t)i * C * T +
+                                         (d.channels_last ? (size_t)t * C + c : (size_t)c * T + t);
+                        add(i, c, (double)go[k] * x[k]);
+                        if (d.has_bias) add(i, C + c, go[k]);
+                    }
+                break;
+            }
+            case FNGD_LAYER_GENERIC:
+                for (int64_t k = 0; k < r.len; ++k) add(i, k, x[(size_t)i * r.len + k]);
+                break;
         }
     }
     return r;
@@ -217,7 +222,8 @@ class CpuBackend : public ::testing::Test {
         w.bytes = bytes;
         w.buf.resize(bytes + 256, 0xA5);
         const float nan = std::nanf("");
-        for (size_t k = 0; k + sizeof(float) <= bytes; k += sizeof(float)) std::memcpy(&w.buf[k], &nan, sizeof nan);
+        for (size_t k = 0; k + sizeof(float) <= bytes; k += sizeof(float))
+            std::memcpy(&w.buf[k], &nan, sizeof nan);
         return w;
     }
 
@@ -240,7 +246,8 @@ void expect_gram_close(const Vec& K, const DVec& Kref, const DVec& Kabs, int N, 
             // eps * growth * sum|terms|; the +FLT_MIN keeps an exactly-zero bound meaningful.
             const double tol = kEps * growth * Kabs[k] + FLT_MIN;
             ASSERT_NEAR(K[k], Kref[k], tol) << what << " K[" << i << "," << j << "]";
-            ASSERT_EQ(K[k], K[(size_t)j * N + i]) << what << " K not symmetric at " << i << "," << j;
+            ASSERT_EQ(K[k], K[(size_t)j * N + i])
+                << what << " K not symmetric at " << i << "," << j;
         }
 }
 
@@ -268,19 +275,20 @@ TEST_F(CpuBackend, LayerGramMatchesNaive) {
             for (int N : {1, 7, 13}) {
                 for (size_t budget : {FNGD_CPU_DEFAULT_CHUNK_BUDGET, (size_t)0}) {
                     fngd_cpu_set_chunk_budget(ctx, budget);
-                    const std::string what = c.name + " method " + std::to_string(method) +
-                                             " N " + std::to_string(N) + " budget " +
+                    const std::string what = c.name + " method " + std::to_string(method) + " N " +
+                                             std::to_string(N) + " budget " +
                                              std::to_string(budget);
                     SCOPED_TRACE(what);
                     Vec x = random_vec((size_t)N * l.in_per_sample, 1 + N);
                     Vec go = random_vec((size_t)N * l.out_per_sample, 100 + N);
-                    const float scale = (float)N; // mean-loss convention
+                    const float scale = (float)N;  // mean-loss convention
                     Naive nv = naive_grads(l, N, x, go, scale);
                     DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
-                    fngd_layer_batch_t b{x.data(), l.kind == FNGD_LAYER_GENERIC ? nullptr : go.data()};
+                    fngd_layer_batch_t b{x.data(),
+                                         l.kind == FNGD_LAYER_GENERIC ? nullptr : go.data()};
 
                     Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
-                    Vec K((size_t)N * N, std::nanf("")); // beta = 0 must not read K
+                    Vec K((size_t)N * N, std::nanf(""));  // beta = 0 must not read K
                     ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, K.data(), 0, ws.ptr(),
                                               ws.bytes, nullptr, &err),
                               FNGD_SUCCESS)
@@ -326,8 +334,14 @@ TEST_F(CpuBackend, GramMethodsAgree) {
             Vec Km((size_t)N * N), Kp((size_t)N * N);
             Ws wm = make_ws(ops->workspace_bytes(ctx, &lm, N));
             Ws wp = make_ws(ops->workspace_bytes(ctx, &lp, N));
-            ASSERT_EQ(ops->layer_gram(ctx, &lm, &b, N, 1.0f, Km.data(), 0, wm.ptr(), wm.bytes, nullptr, &err), FNGD_SUCCESS) << err.msg;
-            ASSERT_EQ(ops->layer_gram(ctx, &lp, &b, N, 1.0f, Kp.data(), 0, wp.ptr(), wp.bytes, nullptr, &err), FNGD_SUCCESS) << err.msg;
+            ASSERT_EQ(ops->layer_gram(ctx, &lm, &b, N, 1.0f, Km.data(), 0, wm.ptr(), wm.bytes,
+                                      nullptr, &err),
+                      FNGD_SUCCESS)
+                << err.msg;
+            ASSERT_EQ(ops->layer_gram(ctx, &lp, &b, N, 1.0f, Kp.data(), 0, wp.ptr(), wp.bytes,
+                                      nullptr, &err),
+                      FNGD_SUCCESS)
+                << err.msg;
             for (size_t k = 0; k < Km.size(); ++k)
                 ASSERT_NEAR(Km[k], Kp[k], 2 * kEps * gram_growth(lm) * Kabs[k] + FLT_MIN) << k;
         }
@@ -338,8 +352,9 @@ TEST_F(CpuBackend, GramMethodsAgree) {
 // exactly the chunk the budget allows, and results still match the naive Gram / reduction.
 TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
     const int N = 7;
-    fngd_layer_t conv = make_layer(conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1), FNGD_GRAM_MATERIALIZE);
-    fngd_layer_t lin = make_layer(matmul_cases()[2].desc, FNGD_GRAM_MATERIALIZE); // T 3, q 7, bias
+    fngd_layer_t conv =
+        make_layer(conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1), FNGD_GRAM_MATERIALIZE);
+    fngd_layer_t lin = make_layer(matmul_cases()[2].desc, FNGD_GRAM_MATERIALIZE);  // T 3, q 7, bias
     for (fngd_layer_t l : {conv, lin}) {
         const size_t T = l.T, p = l.p, pa = l.pa, q = l.q;
         const bool is_conv = l.kind == FNGD_LAYER_CONV2D, bias = pa > p;
@@ -354,36 +369,46 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
         // (Pieces are rounded to 64 bytes as the plan carves them.)
         size_t fixed = (is_conv ? cpu_ws_piece(T * p) : 0) + (bias ? cpu_ws_piece(T) : 0);
         fngd_cpu_set_chunk_budget(ctx, fixed + cpu_ws_piece(2 * N * pa));
-        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
+        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &plan, &err),
+                  FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 2);
         l.method = FNGD_GRAM_MATERIALIZE;
         Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
         Vec K((size_t)N * N);
-        ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err), FNGD_SUCCESS) << err.msg;
+        ASSERT_EQ(
+            ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+            FNGD_SUCCESS)
+            << err.msg;
         EXPECT_TRUE(ws.canary_ok());
         expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "materialise chunk 2");
 
         // position: fixed pieces + 2 x (chunk*T x N*T) floats; 3 samples of 7 leaves 1.
         fixed = is_conv ? cpu_ws_piece(N * T * p) + cpu_ws_piece(N * T * q) : 0;
         fngd_cpu_set_chunk_budget(ctx, fixed + 2 * cpu_ws_piece(3 * T * N * T));
-        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
+        ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &plan, &err),
+                  FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 3);
         l.method = FNGD_GRAM_POSITION;
         ws = make_ws(ops->workspace_bytes(ctx, &l, N));
-        ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err), FNGD_SUCCESS) << err.msg;
+        ASSERT_EQ(
+            ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+            FNGD_SUCCESS)
+            << err.msg;
         EXPECT_TRUE(ws.canary_ok());
         expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "position chunk 3");
 
         // reduction: chunk*T x (q, p if conv, 1 if bias) floats; 3 samples of 7 leaves 1.
-        fngd_cpu_set_chunk_budget(ctx, cpu_ws_piece(3 * T * q) + (is_conv ? cpu_ws_piece(3 * T * p) : 0) +
-                                        (bias ? cpu_ws_piece(3 * T) : 0));
+        fngd_cpu_set_chunk_budget(ctx, cpu_ws_piece(3 * T * q) +
+                                           (is_conv ? cpu_ws_piece(3 * T * p) : 0) +
+                                           (bias ? cpu_ws_piece(3 * T) : 0));
         ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 3);
         ws = make_ws(ops->workspace_bytes(ctx, &l, N));
         Vec alpha = random_vec(N, 23);
         Vec out(l.grad_len, std::nanf(""));
         ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 2.0f, out.data(),
-                                     bias ? out.data() + l.n_weight : nullptr, ws.ptr(), ws.bytes, nullptr, &err),
+                                     bias ? out.data() + l.n_weight : nullptr, ws.ptr(), ws.bytes,
+                                     nullptr, &err),
                   FNGD_SUCCESS)
             << err.msg;
         EXPECT_TRUE(ws.canary_ok());
@@ -408,7 +433,8 @@ TEST_F(CpuBackend, WeightedGradMatchesNaive) {
         for (int N : {1, 7, 13}) {
             for (size_t budget : {FNGD_CPU_DEFAULT_CHUNK_BUDGET, (size_t)0}) {
                 fngd_cpu_set_chunk_budget(ctx, budget);
-                SCOPED_TRACE(c.name + " N " + std::to_string(N) + " budget " + std::to_string(budget));
+                SCOPED_TRACE(c.name + " N " + std::to_string(N) + " budget " +
+                             std::to_string(budget));
                 Vec x = random_vec((size_t)N * l.in_per_sample, 31 + N);
                 Vec go = random_vec((size_t)N * l.out_per_sample, 41 + N);
                 Vec alpha = random_vec(N, 51 + N);
@@ -417,7 +443,7 @@ TEST_F(CpuBackend, WeightedGradMatchesNaive) {
                 Naive nv = naive_grads(l, N, x, go, scale);
                 Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
                 Vec out(l.grad_len + 1, std::nanf(""));
-                out[l.grad_len] = 12345.0f; // guard after the bias part
+                out[l.grad_len] = 12345.0f;  // guard after the bias part
                 ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), scale, out.data(),
                                              l.n_bias ? out.data() + l.n_weight : nullptr, ws.ptr(),
                                              ws.bytes, nullptr, &err),
@@ -470,7 +496,7 @@ TEST_F(CpuBackend, WorkspaceLimits) {
             ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, SIZE_MAX, &gp, &err), FNGD_SUCCESS);
             ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &rp, &err), FNGD_SUCCESS);
             EXPECT_EQ(ops->workspace_bytes(ctx, &l, N), std::max(gp.bytes, rp.bytes));
-            fngd_cpu_set_chunk_budget(ctx, 0); // chunk 1: the least an op can run with
+            fngd_cpu_set_chunk_budget(ctx, 0);  // chunk 1: the least an op can run with
             ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, SIZE_MAX, &gmin, &err), FNGD_SUCCESS);
             ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &rmin, &err), FNGD_SUCCESS);
             EXPECT_EQ(gmin.chunk, 1);
@@ -479,12 +505,14 @@ TEST_F(CpuBackend, WorkspaceLimits) {
 
             Ws ws = make_ws(gmin.bytes - 1);
             Vec K((size_t)N * N, 5.0f);
-            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes,
+                                      nullptr, &err),
                       FNGD_ERROR_INTERNAL);
             EXPECT_NE(std::string(err.msg).find("workspace"), std::string::npos) << err.msg;
-            for (float v : K) ASSERT_EQ(v, 5.0f); // outputs untouched on error
-            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, nullptr, gp.bytes, nullptr, &err),
-                      FNGD_ERROR_INTERNAL); // no workspace pointer counts as none
+            for (float v : K) ASSERT_EQ(v, 5.0f);  // outputs untouched on error
+            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, nullptr, gp.bytes, nullptr,
+                                      &err),
+                      FNGD_ERROR_INTERNAL);  // no workspace pointer counts as none
             Vec alpha = random_vec(N, 3), out(l.grad_len, 5.0f);
             float* out_b = l.n_bias ? out.data() + l.n_weight : nullptr;
             Ws wr = make_ws(rmin.bytes - 1);
@@ -496,7 +524,8 @@ TEST_F(CpuBackend, WorkspaceLimits) {
             for (size_t bytes : {gmin.bytes, gp.bytes - 1}) {
                 if (bytes < gmin.bytes) continue;
                 Ws w2 = make_ws(bytes);
-                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, w2.ptr(), w2.bytes, nullptr, &err),
+                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, w2.ptr(), w2.bytes,
+                                          nullptr, &err),
                           FNGD_SUCCESS)
                     << err.msg;
                 EXPECT_TRUE(w2.canary_ok());
@@ -520,7 +549,8 @@ TEST_F(CpuBackend, WorkspaceLimits) {
     ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &pm, &err), FNGD_SUCCESS);
     ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &pp, &err), FNGD_SUCCESS);
     EXPECT_GE(ops->workspace_bytes(ctx, &l, N), std::max(pm.bytes, pp.bytes));
-    Vec x = random_vec((size_t)N * l.in_per_sample, 1), go = random_vec((size_t)N * l.out_per_sample, 2);
+    Vec x = random_vec((size_t)N * l.in_per_sample, 1),
+        go = random_vec((size_t)N * l.out_per_sample, 2);
     fngd_layer_batch_t b{x.data(), go.data()};
     Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
     Vec K((size_t)N * N);
@@ -537,7 +567,8 @@ TEST_F(CpuBackend, WorkspaceOfMaxBatchServesSmallerBatches) {
     for (const Case& c : matmul_cases()) {
         for (fngd_gram_method_t method : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION}) {
             fngd_layer_t l = make_layer(c.desc, method);
-            for (size_t budget : {(size_t)0, (size_t)700, (size_t)2000, (size_t)5000, (size_t)20000}) {
+            for (size_t budget :
+                 {(size_t)0, (size_t)700, (size_t)2000, (size_t)5000, (size_t)20000}) {
                 fngd_cpu_set_chunk_budget(ctx, budget);
                 Ws ws = make_ws(ops->workspace_bytes(ctx, &l, max_batch));
                 for (int N = 1; N <= max_batch; ++N) {
@@ -550,14 +581,15 @@ TEST_F(CpuBackend, WorkspaceOfMaxBatchServesSmallerBatches) {
                     Naive nv = naive_grads(l, N, x, go, 1.0);
                     DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
                     Vec K((size_t)N * N);
-                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes,
+                                              nullptr, &err),
                               FNGD_SUCCESS)
                         << err.msg;
                     expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "max-batch workspace");
                     Vec alpha = random_vec(N, 6 + N), out(l.grad_len);
                     ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(),
-                                                 l.n_bias ? out.data() + l.n_weight : nullptr, ws.ptr(),
-                                                 ws.bytes, nullptr, &err),
+                                                 l.n_bias ? out.data() + l.n_weight : nullptr,
+                                                 ws.ptr(), ws.bytes, nullptr, &err),
                               FNGD_SUCCESS)
                         << err.msg;
                     expect_wgrad_close(out, nv, alpha, N, l.T);
@@ -566,7 +598,7 @@ TEST_F(CpuBackend, WorkspaceOfMaxBatchServesSmallerBatches) {
             }
         }
     }
-    EXPECT_TRUE(saw_larger_request); // the situation this test is about did occur
+    EXPECT_TRUE(saw_larger_request);  // the situation this test is about did occur
 }
 
 // ---- factor_solve -------------------------------------------------------------------------------
@@ -604,7 +636,8 @@ Vec random_gram(int N, unsigned seed) {
     for (int i = 0; i < N; ++i)
         for (int j = 0; j < N; ++j) {
             double s = 0;
-            for (int k = 0; k < 2 * N; ++k) s += (double)G[(size_t)i * 2 * N + k] * G[(size_t)j * 2 * N + k];
+            for (int k = 0; k < 2 * N; ++k)
+                s += (double)G[(size_t)i * 2 * N + k] * G[(size_t)j * 2 * N + k];
             K[(size_t)i * N + j] = (float)s;
         }
     return K;
@@ -627,7 +660,8 @@ TEST_F(CpuBackend, FactorSolveMatchesNaiveCholesky) {
             Vec rhs = random_vec(N, 70 + N, 0.5f, 2.0f);
             double trace = 0;
             for (int i = 0; i < N; ++i) trace += K[(size_t)i * N + i];
-            double shift = o.kind == FNGD_DAMPING_TRACE_RELATIVE ? o.damping * trace : N * o.damping;
+            double shift =
+                o.kind == FNGD_DAMPING_TRACE_RELATIVE ? o.damping * trace : N * o.damping;
             shift = std::max(shift, o.min_shift);
             DVec A(K.begin(), K.end()), r(N, 1.0);
             for (int i = 0; i < N; ++i) A[(size_t)i * N + i] += shift;
@@ -668,18 +702,20 @@ TEST_F(CpuBackend, FactorSolveNotPositiveDefinite) {
     Vec alpha(N, 42.0f);
     int info = 0;
     double shift_used = -1, trace_K = 0;
-    ASSERT_EQ(ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr,
-                                alpha.data(), &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
-              FNGD_SUCCESS)
+    ASSERT_EQ(
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, alpha.data(),
+                          &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
+        FNGD_SUCCESS)
         << err.msg;
     EXPECT_EQ(info, 3);
-    EXPECT_DOUBLE_EQ(shift_used, 0.5); // N * damping, still below 1
+    EXPECT_DOUBLE_EQ(shift_used, 0.5);  // N * damping, still below 1
     EXPECT_DOUBLE_EQ(trace_K, 3.0);
-    for (float a : alpha) EXPECT_EQ(a, 42.0f); // untouched
+    for (float a : alpha) EXPECT_EQ(a, 42.0f);  // untouched
     // A shift above 1 makes it PD.
-    ASSERT_EQ(ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.3, 0.0, nullptr,
-                                alpha.data(), &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
-              FNGD_SUCCESS);
+    ASSERT_EQ(
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.3, 0.0, nullptr, alpha.data(),
+                          &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
+        FNGD_SUCCESS);
     EXPECT_EQ(info, 0);
     EXPECT_NEAR(alpha[2], 1.0 / 0.5, 4 * kEps * 2);
     EXPECT_NEAR(alpha[0], 1.0 / 2.5, 4 * kEps);
@@ -692,31 +728,35 @@ TEST_F(CpuBackend, FactorSolveErrors) {
     int info = 0;
     double s = 0, t = 0;
     Ws small = make_ws(ops->solver_workspace_bytes(ctx, N) - 1);
-    EXPECT_EQ(ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, alpha.data(),
-                                &info, &s, &t, small.ptr(), small.bytes, nullptr, &err),
-              FNGD_ERROR_INTERNAL);
+    EXPECT_EQ(
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, alpha.data(),
+                          &info, &s, &t, small.ptr(), small.bytes, nullptr, &err),
+        FNGD_ERROR_INTERNAL);
     K[5] = std::nanf("");
     Ws ws = make_ws(ops->solver_workspace_bytes(ctx, N));
-    fngd_status_t st = ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr,
-                                         alpha.data(), &info, &s, &t, ws.ptr(), ws.bytes, nullptr, &err);
+    fngd_status_t st =
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, alpha.data(),
+                          &info, &s, &t, ws.ptr(), ws.bytes, nullptr, &err);
     // LAPACKE's NaN check reports an invalid argument (BACKEND); a build without it makes
     // the factorisation fail (info > 0). Either way alpha stays untouched.
     EXPECT_TRUE(st == FNGD_ERROR_BACKEND || (st == FNGD_SUCCESS && info > 0)) << st;
     for (float a : alpha) EXPECT_EQ(a, 7.0f);
 }
 
-// ---- coefficient table ----------------------------------------------------------------------------
+// ---- coefficient table
+// ----------------------------------------------------------------------------
 TEST_F(CpuBackend, ScatterGatherSummarize) {
     const int nsets = 3, num_keys = 20, N = 7;
     Vec table((size_t)num_keys * nsets, -9.0f);
     std::vector<uint8_t> seen(num_keys, 0);
     const int64_t ids[N] = {4, 17, 0, 9, 11, 3, 19};
     Vec alpha = random_vec(N, 80);
-    ASSERT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 1, ids, 0, N, alpha.data(), nullptr, &err),
+    ASSERT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 1, ids, 0, N, alpha.data(),
+                                 nullptr, &err),
               FNGD_SUCCESS);
     for (int i = 0; i < N; ++i) {
         EXPECT_EQ(table[ids[i] * nsets + 1], alpha[i]);
-        EXPECT_EQ(table[ids[i] * nsets + 0], -9.0f); // other sets untouched
+        EXPECT_EQ(table[ids[i] * nsets + 0], -9.0f);  // other sets untouched
         EXPECT_EQ(seen[ids[i]], 1);
     }
     int nseen = 0;
@@ -724,7 +764,8 @@ TEST_F(CpuBackend, ScatterGatherSummarize) {
     EXPECT_EQ(nseen, N);
     // position keys: key_offset + i
     Vec alpha2 = random_vec(3, 81);
-    ASSERT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 2, nullptr, 12, 3, alpha2.data(), nullptr, &err),
+    ASSERT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 2, nullptr, 12, 3,
+                                 alpha2.data(), nullptr, &err),
               FNGD_SUCCESS);
     for (int i = 0; i < 3; ++i) EXPECT_EQ(table[(12 + i) * nsets + 2], alpha2[i]);
 
@@ -734,30 +775,34 @@ TEST_F(CpuBackend, ScatterGatherSummarize) {
     const float fallback[nsets] = {0.25f, 0.5f, 0.75f};
     int64_t count = 10;
     Vec out(M);
-    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 1, gids, 0, M, FNGD_FALLBACK_STORED_MEAN,
-                                fallback, 2.0f, out.data(), &count, 1, nullptr, &err),
+    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 1, gids, 0, M,
+                                FNGD_FALLBACK_STORED_MEAN, fallback, 2.0f, out.data(), &count, 1,
+                                nullptr, &err),
               FNGD_SUCCESS);
     EXPECT_EQ(out[0], 2.0f * alpha[1]);
-    EXPECT_EQ(out[1], 2.0f * 0.5f);      // unseen -> fallback[set]
+    EXPECT_EQ(out[1], 2.0f * 0.5f);  // unseen -> fallback[set]
     EXPECT_EQ(out[2], 2.0f * alpha[0]);
-    EXPECT_EQ(out[3], 2.0f * -9.0f);     // seen (set 2 stored it): this set's entry is used
+    EXPECT_EQ(out[3], 2.0f * -9.0f);  // seen (set 2 stored it): this set's entry is used
     EXPECT_EQ(out[4], 2.0f * 0.5f);
     EXPECT_EQ(count, 12);
-    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 1, gids, 0, M, FNGD_FALLBACK_UNIFORM,
-                                nullptr, 1.0f, out.data(), &count, 0, nullptr, &err),
+    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 1, gids, 0, M,
+                                FNGD_FALLBACK_UNIFORM, nullptr, 1.0f, out.data(), &count, 0,
+                                nullptr, &err),
               FNGD_SUCCESS);
     EXPECT_EQ(out[1], 1.0f / M);
-    EXPECT_EQ(count, 12); // count == 0: counter untouched
+    EXPECT_EQ(count, 12);  // count == 0: counter untouched
     // position keys in gather
-    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 2, nullptr, 12, 3, FNGD_FALLBACK_UNIFORM,
-                                nullptr, 1.0f, out.data(), &count, 1, nullptr, &err),
+    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 2, nullptr, 12, 3,
+                                FNGD_FALLBACK_UNIFORM, nullptr, 1.0f, out.data(), &count, 1,
+                                nullptr, &err),
               FNGD_SUCCESS);
     for (int i = 0; i < 3; ++i) EXPECT_EQ(out[i], alpha2[i]);
     EXPECT_EQ(count, 12);
 
     // summarize set 1 over seen keys (includes the -9 of keys 12..14 seen via set 2)
     fngd_coef_summary_t sum;
-    ASSERT_EQ(ops->summarize_coefs(ctx, table.data(), seen.data(), num_keys, nsets, 1, &sum, nullptr, &err),
+    ASSERT_EQ(ops->summarize_coefs(ctx, table.data(), seen.data(), num_keys, nsets, 1, &sum,
+                                   nullptr, &err),
               FNGD_SUCCESS);
     double smin = 1e30, smax = -1e30, ssum = 0;
     int64_t cnt = 0;
@@ -775,15 +820,19 @@ TEST_F(CpuBackend, ScatterGatherSummarize) {
     EXPECT_EQ(sum.max, smax);
     EXPECT_NEAR(sum.sum, ssum, 1e-12 * (std::fabs(ssum) + 1));
     // num_keys limits the range; nothing seen -> count 0
-    ASSERT_EQ(ops->summarize_coefs(ctx, table.data(), seen.data(), 0, nsets, 1, &sum, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(
+        ops->summarize_coefs(ctx, table.data(), seen.data(), 0, nsets, 1, &sum, nullptr, &err),
+        FNGD_SUCCESS);
     EXPECT_EQ(sum.count, 0);
     EXPECT_EQ(sum.sum, 0.0);
     // bad set index
-    EXPECT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 3, ids, 0, N, alpha.data(), nullptr, &err),
+    EXPECT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 3, ids, 0, N, alpha.data(),
+                                 nullptr, &err),
               FNGD_ERROR_INVALID_ARGUMENT);
 }
 
-// ---- update, memory, copies ----------------------------------------------------------------------
+// ---- update, memory, copies
+// ----------------------------------------------------------------------
 TEST_F(CpuBackend, SgdUpdateMatchesDefinition) {
     const int64_t n = 37;
     for (float momentum : {0.0f, 0.9f}) {
@@ -791,20 +840,23 @@ TEST_F(CpuBackend, SgdUpdateMatchesDefinition) {
             if (!with_mom && momentum != 0.0f) continue;
             Vec param = random_vec(n, 90), dir = random_vec(n, 91), mom = random_vec(n, 92);
             Vec p0 = param, m0 = mom;
-            ASSERT_EQ(ops->sgd_update(ctx, param.data(), dir.data(), with_mom ? mom.data() : nullptr, n, 0.1f,
-                                      momentum, 0.01f, nullptr, &err),
-                      FNGD_SUCCESS);
+            ASSERT_EQ(
+                ops->sgd_update(ctx, param.data(), dir.data(), with_mom ? mom.data() : nullptr, n,
+                                0.1f, momentum, 0.01f, nullptr, &err),
+                FNGD_SUCCESS);
             for (int64_t k = 0; k < n; ++k) {
                 double d = (double)dir[k] + 0.01 * p0[k];
                 double v = with_mom ? momentum * (double)m0[k] + d : d;
-                if (with_mom) EXPECT_NEAR(mom[k], v, 4 * kEps * (std::fabs(v) + 1)); // 3 roundings
-                EXPECT_NEAR(param[k], p0[k] - 0.1 * v, 6 * kEps * (std::fabs(p0[k]) + 1)); // 5 roundings
+                if (with_mom) EXPECT_NEAR(mom[k], v, 4 * kEps * (std::fabs(v) + 1));  // 3 roundings
+                EXPECT_NEAR(param[k], p0[k] - 0.1 * v,
+                            6 * kEps * (std::fabs(p0[k]) + 1));  // 5 roundings
             }
         }
     }
     Vec param(3), dir(3);
-    EXPECT_EQ(ops->sgd_update(ctx, param.data(), dir.data(), nullptr, 3, 0.1f, 0.9f, 0.0f, nullptr, &err),
-              FNGD_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(
+        ops->sgd_update(ctx, param.data(), dir.data(), nullptr, 3, 0.1f, 0.9f, 0.0f, nullptr, &err),
+        FNGD_ERROR_INVALID_ARGUMENT);
 }
 
 TEST_F(CpuBackend, MemoryCopiesAndFiniteCheck) {
@@ -854,12 +906,14 @@ TEST(CpuBackendAlloc, FailuresAreReportedAndNothingLeaks) {
     fngd_test_fail_alloc_after(-1);
     // The layer ops never allocate: a pending failure is not consumed by them.
     fngd_layer_t l = make_layer(fngd_linear_desc(3, 2, 1), FNGD_GRAM_POSITION);
-    Vec x = random_vec(6, 1), go = random_vec(4, 2), K(4), ws(ops->workspace_bytes(ctx, &l, 2) / 4 + 1);
+    Vec x = random_vec(6, 1), go = random_vec(4, 2), K(4),
+        ws(ops->workspace_bytes(ctx, &l, 2) / 4 + 1);
     fngd_layer_batch_t b{x.data(), go.data()};
     fngd_test_fail_alloc_after(0);
-    EXPECT_EQ(ops->layer_gram(ctx, &l, &b, 2, 1.0f, K.data(), 0, ws.data(), ws.size() * 4, nullptr, &err),
-              FNGD_SUCCESS);
-    EXPECT_EQ(fngd_test_fail_alloc_after(-1), 0); // no allocation was made
+    EXPECT_EQ(
+        ops->layer_gram(ctx, &l, &b, 2, 1.0f, K.data(), 0, ws.data(), ws.size() * 4, nullptr, &err),
+        FNGD_SUCCESS);
+    EXPECT_EQ(fngd_test_fail_alloc_after(-1), 0);  // no allocation was made
     ops->destroy(ctx);
     EXPECT_EQ(fngd_test_live_allocs(), live);
 }
@@ -873,7 +927,8 @@ TEST(CpuBackendConfig, WorkspaceCapBoundsChunks) {
     fngd_backend_ctx_t* ctx = nullptr;
     ASSERT_EQ(ops->create(&cfg, &ctx, &err), FNGD_SUCCESS);
     EXPECT_EQ(ctx->chunk_budget, 4096u);
-    // linear 64 -> 64, T 1, N 13, bias: full P would be 13*65*64*4 = 216 KB; chunks keep it <= 4 KB.
+    // linear 64 -> 64, T 1, N 13, bias: full P would be 13*65*64*4 = 216 KB; chunks keep it <= 4
+    // KB.
     fngd_layer_t l = make_layer(fngd_linear_desc(64, 64, 1), FNGD_GRAM_MATERIALIZE);
     EXPECT_LE(ops->workspace_bytes(ctx, &l, 13), 4096u);
     ops->destroy(ctx);
@@ -883,4 +938,4 @@ TEST(CpuBackendConfig, WorkspaceCapBoundsChunks) {
     ops->destroy(ctx);
 }
 
-} // namespace
+}  // namespace
