@@ -98,6 +98,17 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
             if (c->momentum > 0) FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->momentum, bytes));
         }
     }
+    if (h->workspace && !h->workspace_owned) {
+        /* Layers added after fngd_set_workspace may need more than the caller gave. */
+        size_t need = workspace_need(h);
+        if (h->workspace_bytes < need) {
+            s = FNGD_FAIL(&h->err, FNGD_ERROR_INVALID_STATE,
+                          "the caller's workspace of %zu bytes is too small for the layers now "
+                          "registered: %zu needed (fngd_get_workspace_size)",
+                          h->workspace_bytes, need);
+            goto cleanup;
+        }
+    }
     if (!h->workspace) {
         h->workspace_bytes = workspace_need(h);
         FNGD_TRY_GOTO(s, alloc_backend(h, &h->workspace, h->workspace_bytes));
