@@ -17,12 +17,14 @@ struct solve_layout {
     size_t bytes;
 };
 
-/* Lwork (in doubles, as cuSOLVER reports it) of the lower-triangular Dpotrf of order N. */
-fngd_status_t potrf_lwork(fngd_backend_ctx_t* ctx, int N, int* lwork, fngd_err_t* err)
+/* Lwork (in doubles, as cuSOLVER reports it) of the lower-triangular Dpotrf of order N.
+ * The query reads only the sizes; A is any valid device pointer (it is not dereferenced). */
+fngd_status_t potrf_lwork(fngd_backend_ctx_t* ctx, int N, double* A, int* lwork,
+                          fngd_err_t* err)
 {
     *lwork = 0;
     FNGD_CUSOLVER_TRY(err, cusolverDnDpotrf_bufferSize(ctx->solver, CUBLAS_FILL_MODE_LOWER, N,
-                                                       nullptr, N, lwork));
+                                                       A, N, lwork));
     return FNGD_SUCCESS;
 }
 
@@ -45,7 +47,7 @@ size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N)
     int lwork = 0;
     fngd_err_t scratch_err;
     if (cudaSetDevice(ctx->device) != cudaSuccess ||
-        potrf_lwork(ctx, N, &lwork, &scratch_err) != FNGD_SUCCESS) {
+        potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) != FNGD_SUCCESS) {
         /* Cannot fail by signature: fall back to a generous bound (N*N doubles more); the
          * solve itself re-queries and reports any real problem. */
         cudaGetLastError();
@@ -64,9 +66,10 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
     const cudaStream_t s = fngd_cuda_stream(stream);
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     int lwork = 0;
-    FNGD_TRY(potrf_lwork(ctx, N, &lwork, err));
+    FNGD_REQUIRE(err, ws != NULL, FNGD_ERROR_INTERNAL, "factor_solve: no workspace");
+    FNGD_TRY(potrf_lwork(ctx, N, (double*)ws /* where Kd goes */, &lwork, err));
     const solve_layout L = carve(ws, N, lwork);
-    FNGD_REQUIRE(err, ws != NULL && ws_bytes >= L.bytes, FNGD_ERROR_INTERNAL,
+    FNGD_REQUIRE(err, ws_bytes >= L.bytes, FNGD_ERROR_INTERNAL,
                  "factor_solve: workspace of %zu bytes, %zu needed", ws_bytes, L.bytes);
     {
         fngd_nvtx_range r("factor");
