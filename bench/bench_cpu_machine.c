@@ -11,6 +11,16 @@ static void trim(char* s) {
     while (n && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t')) s[--n] = '\0';
 }
 
+double bench_load_average(void) {
+    double load = -1.0;
+    FILE* f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1) load = -1.0;
+        fclose(f);
+    }
+    return load;
+}
+
 void bench_machine_describe(bench_machine_t* m) {
     memset(m, 0, sizeof(*m));
     snprintf(m->cpu_model, sizeof(m->cpu_model), "unknown");
@@ -36,4 +46,5 @@ void bench_machine_describe(bench_machine_t* m) {
     m->blas_threads = openblas_get_num_threads();
     snprintf(m->blas_config, sizeof(m->blas_config), "%s", openblas_get_config());
     trim(m->blas_config);
+    m->load_start = m->load_end = bench_load_average();
 }

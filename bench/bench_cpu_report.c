@@ -64,6 +64,8 @@ int bench_write_json(const char* path, const bench_machine_t* m, const bench_set
     fprintf(f, ", \"logical_cpus\": %d, \"blas_threads\": %d, \"blas_config\": ", m->logical_cpus,
             m->blas_threads);
     json_str(f, m->blas_config);
+    fprintf(f, ", \"load_average_1min_start\": %.2f, \"load_average_1min_end\": %.2f",
+            m->load_start, m->load_end);
     fprintf(f, "},\n  \"settings\": {\"warmup\": %d, \"repeats\": %d, "
                "\"statistic\": \"median; ratios: median of paired FNGD/SGD step ratios\", "
                "\"cache_flush_bytes\": %zu, \"check_finite\": %d, \"coef_mode\": \"per_layer\", "

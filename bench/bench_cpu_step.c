@@ -112,12 +112,12 @@ done:
 }
 
 int main(int argc, char** argv) {
-    options_t o = {FNGD_BENCH_RESULTS_DIR "/cpu_step.json", 16, 64, 7, 2, 1, 1, 0, 1, 1};
+    options_t o = {FNGD_BENCH_RESULTS_DIR "/cpu_step.json", 16, 64, 11, 2, 1, 1, 0, 1, 1};
     int pa = parse(argc, argv, &o);
     if (pa) {
         fprintf(pa == 2 ? stdout : stderr,
                 "usage: fngd_bench_cpu [--json PATH] [--batch N (ResNet, default 16)] "
-                "[--repeats R (7)] [--warmup W (2)] [--case all|demo|resnet18] "
+                "[--repeats R (11)] [--warmup W (2)] [--case all|demo|resnet18] "
                 "[--threads T (BLAS threads; default OpenBLAS's)] [--no-breakdown] "
                 "[--no-check-finite]\n");
         return pa == 2 ? 0 : 1;
@@ -148,6 +148,9 @@ int main(int argc, char** argv) {
         if (!rc) bench_print_table(&results[k]);
     }
     double total_s = (bench_now_ms() - t0) / 1e3;
+    m.load_end = bench_load_average();
+    printf("\n1-minute load average: %.2f before, %.2f after (%d logical CPUs; other work on "
+           "the machine makes the timings noisier)\n", m.load_start, m.load_end, m.logical_cpus);
     if (!rc) {
         rc = bench_write_json(o.json, &m, &s, results, n, total_s);
         if (!rc) printf("\nwrote %s (%.1f s)\n", o.json, total_s);
