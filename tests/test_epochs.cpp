@@ -1,6 +1,7 @@
 // State over several steps and epochs: reuse steps use exactly the stored coefficients,
 // recompute every R epochs, fallback for unseen ids, position keys, the damping retry path,
 // global-mode loss weights, the library's SGD update and the stats counters.
+#include "alloc.h"
 #include "test_util.h"
 
 using namespace fngd_test;
@@ -573,6 +574,37 @@ TEST(Epochs, CustomRhsOnlyInCollectPhase) {
     m.randomize(rng, N);
     ASSERT_TRUE(step_ok(h, m, N, ids.data(), nullptr));
     expect_weighted_direction(m, cfg, 0, N, to_double(get_coefs(h, 0, ids)));
+}
+
+}  // namespace
+
+
+namespace {
+
+// A reuse step allocates nothing (it must be capturable in a CUDA graph and cost what an SGD
+// step costs); the host allocator's counter sees every library allocation.
+TEST(Epochs, ReuseStepAllocatesNothing) {
+    for (fngd_output_t out : {FNGD_OUTPUT_WRITE_GRAD, FNGD_OUTPUT_APPLY_SGD}) {
+        const int N = 7;
+        Rng rng(670);
+        Model m;
+        build_model(m);
+        fngd_config_t cfg = base_config(N, 2 * N);
+        cfg.output = out;
+        Handle h;
+        ASSERT_TRUE(make_handle(cfg, m, h));
+        for (int s = 0; s < 2; ++s) {
+            m.randomize(rng, N);
+            auto ids = iota_ids(N, s * N);
+            ASSERT_TRUE(step_ok(h, m, N, ids.data()));
+        }
+        ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(h, nullptr));
+        m.randomize(rng, N);
+        auto ids = iota_ids(N, 3);
+        fngd_test_fail_alloc_after(-1);  // reset the counter
+        ASSERT_TRUE(step_ok(h, m, N, ids.data()));
+        EXPECT_EQ(0, fngd_test_fail_alloc_after(-1)) << "allocations in a reuse step";
+    }
 }
 
 }  // namespace
