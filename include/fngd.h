@@ -298,7 +298,8 @@ FNGD_API fngd_status_t fngd_set_workspace(fngd_handle_t handle, void* workspace,
  *
  * sample_ids: host memory, N distinct ids in [0, num_samples), the data-set index of each
  *   sample; or NULL to key by batch position (key = steps_in_epoch * max_batch + i), which is
- *   right only when every epoch visits the data in the same order.
+ *   right only when every epoch visits the data in the same order. (A CUDA graph captured
+ *   from a step freezes that key offset, and the ids staged at capture time.)
  * batches: array of fngd_get_num_layers entries, one per layer in registration order.
  * rhs: N floats in backend memory with FNGD_RHS_CUSTOM during collect phase; else NULL.
  *
@@ -334,11 +335,15 @@ FNGD_API fngd_status_t fngd_get_loss_weights(fngd_handle_t handle, int batch_siz
 
 /** Change the SGD learning rate (schedules). Takes effect at the next step. */
 FNGD_API fngd_status_t fngd_set_learning_rate(fngd_handle_t handle, float learning_rate);
-/** Current epoch, phase, counters and coefficient statistics. Blocking. */
+/**
+ * Current epoch, phase, counters and coefficient statistics. Blocking: reads after the work
+ * enqueued on the stream of the last fngd_step / fngd_end_epoch / fngd_get_loss_weights.
+ */
 FNGD_API fngd_status_t fngd_get_stats(fngd_handle_t handle, fngd_stats_t* stats);
 /**
  * Copy stored coefficients for host ids[0..n) of coefficient set `set` (layer index in
- * per-layer mode, 0 in global mode) into host `coefs`; ids never stored give NaN. Blocking.
+ * per-layer mode, 0 in global mode) into host `coefs`; ids never stored give NaN. Blocking,
+ * ordered after the last enqueuing call's stream like fngd_get_stats.
  */
 FNGD_API fngd_status_t fngd_get_coefficients(fngd_handle_t handle, int set, int64_t n,
                                              const int64_t* ids, float* coefs);

@@ -33,6 +33,7 @@ fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
     fngd_counters_t* k = &h->counters;
     FNGD_REQUIRE(&h->err, h->prepared && k->steps_in_epoch > 0, FNGD_ERROR_INVALID_STATE,
                  "fngd_end_epoch: no step was taken in epoch %d", k->epoch);
+    h->last_stream = stream;
     fngd_nvtx_push("fngd_end_epoch");
     fngd_status_t s = FNGD_SUCCESS;
     if (k->phase == FNGD_PHASE_COLLECT) s = refresh_fallback(h, stream);
@@ -61,6 +62,7 @@ fngd_status_t fngd_get_loss_weights(fngd_handle_t h, int N, const int64_t* ids, 
     FNGD_REQUIRE(err, N >= 1 && N <= h->cfg.max_batch, FNGD_ERROR_INVALID_ARGUMENT,
                  "batch_size %d is outside 1..max_batch (%d)", N, h->cfg.max_batch);
     FNGD_TRY(fngd_validate_ids(h, N, ids));
+    h->last_stream = stream;
     fngd_nvtx_push("fngd_get_loss_weights");
     fngd_status_t s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, 1, 0, ids,
                                            fngd_key_offset(h), N, h->cfg.fallback,
@@ -95,13 +97,13 @@ fngd_status_t fngd_get_stats(fngd_handle_t h, fngd_stats_t* stats) {
     if (h->prepared) {
         fngd_nvtx_push("fngd_get_stats");
         fngd_status_t s = h->ops->download(h->ctx, &out.fallback_ids, h->fallback_count,
-                                           sizeof(int64_t), NULL, &h->err);
+                                           sizeof(int64_t), h->last_stream, &h->err);
         double sum = 0;
         int64_t count = 0;
         for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set) {
             fngd_coef_summary_t c;
             s = h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen, h->cfg.num_samples,
-                                        h->nsets, set, &c, NULL, &h->err);
+                                        h->nsets, set, &c, h->last_stream, &h->err);
             if (s != FNGD_SUCCESS || c.count == 0) continue;
             if (set == 0) out.coefs_stored = c.count;
             out.coef_min = count == 0 || c.min < out.coef_min ? c.min : out.coef_min;
@@ -136,9 +138,9 @@ fngd_status_t fngd_get_coefficients(fngd_handle_t h, int set, int64_t n, const i
         uint8_t seen = 0;
         float v = 0;
         int64_t key = ids[i];
-        FNGD_TRY(h->ops->download(h->ctx, &seen, h->coef_seen + key, 1, NULL, err));
-        FNGD_TRY(h->ops->download(h->ctx, &v, h->coef_table + key * h->nsets + set, sizeof v, NULL,
-                                  err));
+        FNGD_TRY(h->ops->download(h->ctx, &seen, h->coef_seen + key, 1, h->last_stream, err));
+        FNGD_TRY(h->ops->download(h->ctx, &v, h->coef_table + key * h->nsets + set, sizeof v,
+                                  h->last_stream, err));
         coefs[i] = seen ? v : NAN;
     }
     return FNGD_SUCCESS;

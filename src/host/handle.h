@@ -51,6 +51,7 @@ struct fngd_handle {
     size_t workspace_bytes;
     int workspace_owned;      /* 1 if the library allocated it */
 
+    fngd_stream_t last_stream;/* stream of the last enqueuing call: queries read after it */
     int64_t* id_scratch;      /* host, max_batch: sorted copy of the ids for the duplicate check */
 };
 

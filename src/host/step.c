@@ -167,6 +167,7 @@ fngd_status_t fngd_step(fngd_handle_t h, int batch_size, const int64_t* sample_i
                         fngd_stream_t stream) {
     if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
     fngd_nvtx_push(h->counters.phase == FNGD_PHASE_COLLECT ? "fngd_step(collect)" : "fngd_step(reuse)");
+    h->last_stream = stream;
     fngd_status_t s = step_impl(h, batch_size, sample_ids, batches, rhs, stream);
     if (s != FNGD_SUCCESS) h->counters.rejected_steps++;
     fngd_nvtx_pop();
