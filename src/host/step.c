@@ -1,5 +1,7 @@
 /* fngd_step: the collect phase (Gram, damped Cholesky, solve, store) and the reuse phase
- * (gather stored coefficients), both ending in the weighted reduction per layer. */
+ * (gather stored coefficients), both ending in the weighted reduction per layer. Phase NVTX
+ * ranges (gram, factor, solve, gather, scatter, reduce, update) are the backend's; the host
+ * marks only the public entry points. */
 #include "nvtx_range.h"
 #include "step_internal.h"
 
@@ -12,11 +14,9 @@ static fngd_status_t solve_with_retries(fngd_handle_t h, int N, const float* rhs
     for (int attempt = 0;; ++attempt) {
         int info = 0;
         double shift = 0.0, trace = 0.0;
-        fngd_nvtx_push("factor_solve");
         fngd_status_t s = h->ops->factor_solve(h->ctx, h->gram, N, c->damping_kind, c->damping,
                                                min_shift, rhs, alpha, &info, &shift, &trace,
                                                h->workspace, h->workspace_bytes, stream, &h->err);
-        fngd_nvtx_pop();
         FNGD_TRY(s);
         if (info == 0) {
             *shift_used = shift;
@@ -41,11 +41,9 @@ static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
     float scale = h->cfg.grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
     int global = h->cfg.coef_mode == FNGD_COEF_GLOBAL;
     for (int l = 0; l < h->num_layers; ++l) {
-        fngd_nvtx_push("gram");
         fngd_status_t s = h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, scale,
                                              h->gram, global && l > 0, h->workspace,
                                              h->workspace_bytes, stream, &h->err);
-        fngd_nvtx_pop();
         FNGD_TRY(s);
         if (!global)
             FNGD_TRY(solve_with_retries(h, N, rhs, h->alpha + (size_t)l * h->cfg.max_batch,
@@ -58,26 +56,22 @@ static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
 /* Reuse phase: gather the stored coefficients of every set into h->alpha. */
 static fngd_status_t gather_coefficients(fngd_handle_t h, int N, const int64_t* ids,
                                          fngd_stream_t stream) {
-    fngd_nvtx_push("gather");
     fngd_status_t s = FNGD_SUCCESS;
     for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set)
         s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, set, ids,
                                  fngd_key_offset(h), N, h->cfg.fallback, h->coef_fallback, 1.0f,
                                  h->alpha + (size_t)set * h->cfg.max_batch, h->fallback_count,
                                  set == 0, stream, &h->err);
-    fngd_nvtx_pop();
     return s;
 }
 
 static fngd_status_t store_coefficients(fngd_handle_t h, int N, const int64_t* ids,
                                         fngd_stream_t stream) {
-    fngd_nvtx_push("scatter");
     fngd_status_t s = FNGD_SUCCESS;
     for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set)
         s = h->ops->scatter_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, set, ids,
                                   fngd_key_offset(h), N,
                                   h->alpha + (size_t)set * h->cfg.max_batch, stream, &h->err);
-    fngd_nvtx_pop();
     return s;
 }
 
@@ -93,13 +87,10 @@ static fngd_status_t produce_direction(fngd_handle_t h, int l, const fngd_layer_
     int apply = c->output == FNGD_OUTPUT_APPLY_SGD;
     float* out_w = apply ? L->direction : d->grad_weight;
     float* out_b = apply ? (L->n_bias ? L->direction + L->n_weight : NULL) : d->grad_bias;
-    fngd_nvtx_push("reduce");
     fngd_status_t s = h->ops->weighted_grad(h->ctx, L, batch, N, alpha, scale, out_w, out_b,
                                             h->workspace, h->workspace_bytes, stream, &h->err);
-    fngd_nvtx_pop();
     FNGD_TRY(s);
     if (!apply) return FNGD_SUCCESS;
-    fngd_nvtx_push("update");
     float* mom = L->momentum;
     s = h->ops->sgd_update(h->ctx, d->weight, L->direction, mom, L->n_weight, c->learning_rate,
                            c->momentum, c->weight_decay, stream, &h->err);
@@ -113,7 +104,6 @@ static fngd_status_t produce_direction(fngd_handle_t h, int l, const fngd_layer_
     if (s == FNGD_SUCCESS && L->n_bias && d->grad_bias)
         s = h->ops->copy(h->ctx, d->grad_bias, L->direction + L->n_weight, L->n_bias, stream,
                          &h->err);
-    fngd_nvtx_pop();
     return s;
 }
 
