@@ -85,24 +85,52 @@ static int create_handle(const bench_case_t* c, int first, int count, const benc
     return fail(fngd_prepare(*h), *h, "fngd_prepare");
 }
 
+/* Wall and process CPU time of one call, in ms. */
+typedef struct sample {
+    double wall, cpu;
+} sample_t;
+
 /* One timed SGD step over the layers (all layer baselines, flushed cache first). */
-static double time_sgd(bench_sgd_t* sgd, const bench_data_t* d, int first, int count,
-                       const bench_settings_t* s) {
+static sample_t time_sgd(bench_sgd_t* sgd, const bench_data_t* d, int first, int count,
+                         const bench_settings_t* s) {
     bench_flush(s->flusher);
-    double t0 = bench_now_ms();
+    double w0 = bench_now_ms(), c0 = bench_cpu_ms();
     for (int l = 0; l < count; ++l)
         bench_sgd_step(&sgd[l], d->input[first + l], d->grad_output[first + l], 1e-4f, 0.9f);
-    return bench_now_ms() - t0;
+    sample_t t = {bench_now_ms() - w0, bench_cpu_ms() - c0};
+    return t;
 }
 
 static int time_fngd(fngd_handle_t h, const fngd_layer_batch_t* lb, int N, int64_t* ids, int r,
-                     const bench_settings_t* s, double* ms) {
+                     const bench_settings_t* s, sample_t* t) {
     for (int i = 0; i < N; ++i) ids[i] = (int64_t)r * N + i;
     bench_flush(s->flusher);
-    double t0 = bench_now_ms();
+    double w0 = bench_now_ms(), c0 = bench_cpu_ms();
     fngd_status_t st = fngd_step(h, N, ids, lb, NULL, NULL);
-    *ms = bench_now_ms() - t0;
+    t->wall = bench_now_ms() - w0;
+    t->cpu = bench_cpu_ms() - c0;
     return fail(st, h, "fngd_step");
+}
+
+/* Statistics of one clock (cpu = 0: wall, 1: CPU) over the timed repeats [w, w + R).
+ * sgd[0, total) precede the collect steps, sgd[total, 2 total) the reuse steps. */
+static void summarise(const sample_t* sgd, const sample_t* col, const sample_t* reu, int total,
+                      int w, int R, int cpu, double* tmp, bench_stats_t* out) {
+#define PICK(x) (cpu ? (x).cpu : (x).wall)
+    for (int r = 0; r < R; ++r) tmp[r] = PICK(col[w + r]) / PICK(sgd[w + r]);
+    out->collect_ratio = bench_median(tmp, R);
+    for (int r = 0; r < R; ++r) tmp[r] = PICK(reu[w + r]) / PICK(sgd[total + w + r]);
+    out->reuse_ratio = bench_median(tmp, R);
+    for (int r = 0; r < R; ++r) tmp[r] = PICK(col[w + r]);
+    out->collect_ms = bench_median(tmp, R);
+    for (int r = 0; r < R; ++r) tmp[r] = PICK(reu[w + r]);
+    out->reuse_ms = bench_median(tmp, R);
+    for (int r = 0; r < R; ++r) {
+        tmp[r] = PICK(sgd[w + r]);
+        tmp[R + r] = PICK(sgd[total + w + r]);
+    }
+    out->sgd_ms = bench_median(tmp, 2 * R);
+#undef PICK
 }
 
 int bench_measure(const bench_case_t* c, const bench_data_t* d, int first, int count,
@@ -116,9 +144,9 @@ int bench_measure(const bench_case_t* c, const bench_data_t* d, int first, int c
     memset(sgd, 0, sizeof(sgd));
     memset(bufs, 0, sizeof(bufs));
     /* t_sgd: [0, total) SGD before each collect step, [total, 2 total) before each reuse. */
-    double* t_sgd = calloc((size_t)2 * total, sizeof(double));
-    double* t_col = calloc((size_t)total, sizeof(double));
-    double* t_reu = calloc((size_t)total, sizeof(double));
+    sample_t* t_sgd = calloc((size_t)2 * total, sizeof(sample_t));
+    sample_t* t_col = calloc((size_t)total, sizeof(sample_t));
+    sample_t* t_reu = calloc((size_t)total, sizeof(sample_t));
     double* tmp = calloc((size_t)2 * total, sizeof(double));
     int64_t* ids = calloc((size_t)N, sizeof(int64_t));
     if (!t_sgd || !t_col || !t_reu || !tmp || !ids) {
@@ -148,18 +176,8 @@ int bench_measure(const bench_case_t* c, const bench_data_t* d, int first, int c
         t_sgd[total + r] = time_sgd(sgd, d, first, count, s);
         if (time_fngd(h, lb, N, ids, r, s, &t_reu[r])) goto done;
     }
-    const int w = s->warmup, R = s->repeats;
-    for (int r = 0; r < R; ++r) tmp[r] = t_col[w + r] / t_sgd[w + r];
-    out->collect_ratio = bench_median(tmp, R);
-    for (int r = 0; r < R; ++r) tmp[r] = t_reu[w + r] / t_sgd[total + w + r];
-    out->reuse_ratio = bench_median(tmp, R);
-    for (int r = 0; r < R; ++r) {
-        tmp[r] = t_sgd[w + r];
-        tmp[R + r] = t_sgd[total + w + r];
-    }
-    out->sgd_ms = bench_median(tmp, 2 * R);
-    out->collect_ms = bench_median(t_col + w, R);
-    out->reuse_ms = bench_median(t_reu + w, R);
+    summarise(t_sgd, t_col, t_reu, total, s->warmup, s->repeats, 0, tmp, &out->wall);
+    summarise(t_sgd, t_col, t_reu, total, s->warmup, s->repeats, 1, tmp, &out->cpu);
     rc = 0;
 done:
     fngd_destroy(h);

@@ -15,9 +15,14 @@ typedef struct bench_settings {
 /* Medians in milliseconds over the timed repeats, and the medians of the paired ratios (each
  * FNGD step over the SGD step timed just before it), which cancel slow drifts in machine load
  * and are what the targets are checked against. */
-typedef struct bench_timing {
+typedef struct bench_stats {
     double sgd_ms, collect_ms, reuse_ms;
     double collect_ratio, reuse_ratio;
+} bench_stats_t;
+
+/* The same statistics from wall-clock time and from process CPU time. */
+typedef struct bench_timing {
+    bench_stats_t wall, cpu;
 } bench_timing_t;
 
 /* Per-layer inputs and output gradients of a case (random, fixed seed). */

@@ -6,6 +6,10 @@
 #include <stddef.h>
 
 double bench_now_ms(void);
+/* CPU time of the whole process (all threads, BLAS's included), in milliseconds. Unlike wall
+ * time it does not count the time other processes hold the cores, which matters on a shared
+ * machine; it does count BLAS threads that spin while waiting. */
+double bench_cpu_ms(void);
 /* Median of v[0..n) (v is reordered); NAN for n == 0. */
 double bench_median(double* v, int n);
 
