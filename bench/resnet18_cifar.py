@@ -356,7 +356,7 @@ def plot(res, path) -> bool:
         return False
     rows = res["rows"]
     phases = phase_order(rows)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.5))
     left = [0.0] * len(rows)
     names = [r["name"] for r in rows]
     for p in phases:
@@ -366,7 +366,7 @@ def plot(res, path) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel("median time per step (ms), by phase")
     ax.set_title(f"ResNet-18 / CIFAR-100, batch {res['batch']} — {res['device']}", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
