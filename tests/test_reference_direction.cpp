@@ -385,3 +385,60 @@ TEST(Direction, LargeDampingApproachesScaledMeanGradient) {
 }
 
 }  // namespace
+
+namespace {
+
+// Random models (kinds, shapes, strides, paddings, dilations, batch sizes, modes, damping,
+// conventions, Gram methods, workspace caps) against the reference: 40 fixed seeds.
+Case random_case(Rng& rng, int k) {
+    auto pick = [&](int lo, int hi) { return (int)std::floor(rng.uniform(lo, hi + 1 - 1e-9)); };
+    Case c;
+    c.name = "Random" + std::to_string(k);
+    int nl = pick(1, 3);
+    for (int l = 0; l < nl; ++l) {
+        switch (pick(0, 3)) {
+        case 0: c.layers.push_back(linear(pick(1, 9), pick(1, 6), pick(0, 1), pick(1, 4))); break;
+        case 1: {
+            int kh = pick(1, 3), kw = pick(1, 3), dh = pick(1, 2), dw = pick(1, 2);
+            int ph = pick(0, 1), pw = pick(0, 1);
+            int h = (kh - 1) * dh + 1 - 2 * ph + pick(0, 5), w = (kw - 1) * dw + 1 - 2 * pw + pick(0, 5);
+            // Always a bias: a stride can make every tap land in the padding, and a block whose
+            // gradients are all zero has no well-defined trace-relative damping.
+            c.layers.push_back(conv(pick(1, 3), pick(1, 4), std::max(h, 1), std::max(w, 1), kh, kw,
+                                    1, pick(1, 3), pick(1, 3), ph, pw, dh, dw));
+            fngd_ref_geom_t g;
+            if (fngd_ref_geometry(&c.layers.back(), &g) != 0) c.layers.back() = linear(3, 2, 1, 1);
+            break;
+        }
+        case 2: c.layers.push_back(norm(pick(1, 6), pick(1, 8), pick(0, 1), pick(0, 1))); break;
+        default: c.layers.push_back(fngd_generic_desc(pick(1, 20))); break;
+        }
+    }
+    const int Ns[] = {1, 2, 3, 7, 13, 31, 64};
+    c.N = Ns[pick(0, 6)];
+    c.mode = pick(0, 1) ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
+    c.damping = pick(0, 1) ? FNGD_DAMPING_TRACE_RELATIVE : FNGD_DAMPING_ABSOLUTE;
+    c.convention = pick(0, 1) ? FNGD_GRAD_PER_SAMPLE : FNGD_GRAD_MEAN_LOSS;
+    c.method = (fngd_gram_method_t)pick(0, 2);
+    c.custom_rhs = pick(0, 3) == 0;
+    c.max_workspace_bytes = pick(0, 2) == 0 ? (size_t)pick(1, 4096) : 0;
+    return c;
+}
+
+TEST(Direction, RandomSweep) {
+    Rng rng(2024);
+    for (int k = 0; k < 40; ++k) {
+        Case c = random_case(rng, k);
+        if (std::getenv("FNGD_TEST_VERBOSE"))
+            for (auto& d : c.layers)
+                std::printf("%s kind %d lin %d %d T%d conv %d %d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d norm %d %d gen %lld\n",
+                            c.name.c_str(), d.kind, d.in_features, d.out_features, d.positions,
+                            d.in_channels, d.out_channels, d.in_h, d.in_w, d.kernel_h, d.kernel_w,
+                            d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w,
+                            d.num_features, d.norm_positions, (long long)d.num_params);
+        check_direction(c, 5000 + k);
+        if (::testing::Test::HasFatalFailure()) return;
+    }
+}
+
+}  // namespace
