@@ -188,12 +188,13 @@ def _repo_root() -> str:
 
 
 def candidate_paths() -> list[str]:
-    """Where the library is looked for, in order: $FNGD_LIBRARY, a copy packaged next to this
-    module, then <repo>/build*/libfngd.so (most recently built first)."""
+    """Where the library is looked for, in order: $FNGD_LIBRARY (when set, the only candidate:
+    an explicit choice never falls back silently), a copy packaged next to this module, then
+    <repo>/build*/libfngd.so (most recently built first)."""
     out = []
     env = os.environ.get("FNGD_LIBRARY")
     if env:
-        out.append(env)
+        return [env]
     here = os.path.dirname(os.path.abspath(__file__))
     out += sorted(glob.glob(os.path.join(here, "libfngd.so*")))
     builds = glob.glob(os.path.join(_repo_root(), "build*", "libfngd.so"))
@@ -228,6 +229,17 @@ def _check_abi(lib: ctypes.CDLL) -> None:
 _LIB: ctypes.CDLL | None = None
 
 
+def _needs_sanitizer_runtime(path: str) -> bool:
+    """An ASan/TSan build names its runtime among the needed libraries; dlopen-ing it from a
+    Python that was not started with that runtime preloaded aborts the process."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return b"libasan.so" in data or b"libtsan.so" in data
+
+
 def load() -> ctypes.CDLL:
     """Load (once) and return the bound library; raises LibraryNotFoundError with the paths
     tried when no usable copy is found."""
@@ -238,6 +250,9 @@ def load() -> ctypes.CDLL:
     for path in candidate_paths():
         if not os.path.exists(path):
             tried.append(f"{path} (does not exist)")
+            continue
+        if _needs_sanitizer_runtime(path):
+            tried.append(f"{path} (built with a sanitizer: loading it would abort Python)")
             continue
         try:
             lib = _bind(ctypes.CDLL(path))

@@ -103,8 +103,17 @@ def test_missing_library_error_names_the_paths(monkeypatch):
         _lib.load()
 
 
-def test_search_order_prefers_env(monkeypatch, tmp_path):
+def test_search_order(monkeypatch, tmp_path):
     monkeypatch.setenv("FNGD_LIBRARY", str(tmp_path / "custom.so"))
+    assert _lib.candidate_paths() == [str(tmp_path / "custom.so")]  # explicit: no fallback
+    monkeypatch.delenv("FNGD_LIBRARY")
     paths = _lib.candidate_paths()
-    assert paths[0] == str(tmp_path / "custom.so")
-    assert any(p.endswith(os.path.join("libfngd.so")) for p in paths[1:])
+    assert paths and all(p.endswith("libfngd.so") for p in paths)
+    assert all(os.path.basename(os.path.dirname(p)).startswith("build") for p in paths)
+
+
+def test_sanitizer_builds_are_skipped(tmp_path):
+    fake = tmp_path / "libfngd.so"
+    fake.write_bytes(b"\x7fELF....libasan.so.8\x00....")
+    assert _lib._needs_sanitizer_runtime(str(fake))
+    assert not _lib._needs_sanitizer_runtime(_lib.load()._name)
