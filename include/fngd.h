@@ -221,7 +221,8 @@ typedef struct fngd_stats {
     int64_t rejected_steps;      /**< fngd_step calls refused for bad input */
     int64_t coefs_stored;        /**< ids with a stored coefficient */
     double coef_min, coef_max, coef_mean; /**< over all stored coefficients of all sets */
-    double last_damping;         /**< lambda actually used by the last factorization */
+    double last_damping;         /**< lambda actually used by the last factorization (per-layer
+                                      mode: that of the last layer of the last collect step) */
 } fngd_stats_t;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -273,7 +274,9 @@ FNGD_API fngd_status_t fngd_set_layer_buffers(fngd_handle_t handle, int layer_id
                                               float* bias, float* grad_weight, float* grad_bias);
 /** Number of registered layers. */
 FNGD_API fngd_status_t fngd_get_num_layers(fngd_handle_t handle, int* num_layers);
-/** The Gram method the cost model chose (or the one forced in the desc) for a layer. */
+/** The Gram method the cost model chose (or the one forced in the desc) for a layer. NORM_AFFINE
+ *  and GENERIC layers always report FNGD_GRAM_MATERIALIZE: their per-sample gradients are given
+ *  or trivial, so a forced POSITION is ignored for them. */
 FNGD_API fngd_status_t fngd_get_layer_gram_method(fngd_handle_t handle, int layer_id,
                                                   fngd_gram_method_t* method);
 
@@ -310,7 +313,8 @@ FNGD_API fngd_status_t fngd_set_workspace(fngd_handle_t handle, void* workspace,
  *
  * Blocking: the CPU backend returns when done. The CUDA backend synchronises `stream` once per
  * factorization in the collect phase (to read the Cholesky status) and never in the reuse phase.
- * On any error nothing is changed (no coefficient, buffer, momentum or counter is written).
+ * On any error nothing is changed (no coefficient, buffer, momentum or counter is written),
+ * except the diagnostic counter stats.rejected_steps, which counts refused calls.
  */
 FNGD_API fngd_status_t fngd_step(fngd_handle_t handle, int batch_size, const int64_t* sample_ids,
                                  const fngd_layer_batch_t* batches, const float* rhs,
@@ -328,6 +332,8 @@ FNGD_API fngd_status_t fngd_end_epoch(fngd_handle_t handle, fngd_stream_t stream
  * backend memory) such that back-propagating the mean-loss (1/N) sum_i w_i l_i gives exactly
  * the FNGD direction; later epochs then need one ordinary backward pass and no fngd_step.
  * Unseen ids get the fallback and are counted. INVALID_STATE in per-layer mode or collect phase.
+ * It counts as this epoch's step (steps_total and steps_in_epoch grow by one, so position keys
+ * advance), since in this mode it replaces fngd_step.
  */
 FNGD_API fngd_status_t fngd_get_loss_weights(fngd_handle_t handle, int batch_size,
                                              const int64_t* sample_ids, float* weights,
