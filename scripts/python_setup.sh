@@ -10,7 +10,8 @@
 # (~0.5 GB) and lets the CUDA toolkit of this machine kind (/usr/local/cuda/lib64 in the loader
 # path) provide cuBLAS, cuDNN and the rest. If that environment does not import and run a
 # backward pass, it falls back to the full default install, which always works.
-# Measured on this machine kind (PyPI reachable): cheap path 53 s, full install 64 s and 5.3 GB.
+# Measured on this machine kind (PyPI reachable, other jobs running): cheap path 53-99 s and
+# ~1.5 GB; full install (FNGD_TORCH_FULL=1 forces it) 64-124 s and 5.5 GB.
 set -euo pipefail
 
 VENV="${FNGD_VENV:-$HOME/.cache/fngd/venv}"
