@@ -208,8 +208,9 @@ static void print_summary(const model_t* sgd, const model_t* fn, int epochs, int
     printf("  FNGD/SGD optimizer part: epoch 1 (collect) %.2fx, later epochs (reuse) %.2fx\n", ro1,
            rol);
     printf("  (optimizer part: SGD = the example's weight gradients, which reuse the forward "
-           "pass's im2col patches, + update; FNGD = fngd_step, which rebuilds them from the "
-           "layer input, + update. fngd_bench_cpu compares like with like.)\n");
+           "pass's\n   im2col patches, + update; FNGD = fngd_step, which rebuilds them from the "
+           "layer input\n   and checks inputs for NaN/Inf, + update. fngd_bench_cpu compares "
+           "like with like.)\n");
 }
 
 /* Stats that show the reuse phase saw only known ids. Returns 0 if consistent. */
