@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "digits_data.h"
+#include "digits_device.h"
 #include "digits_gradcheck.h"
 #include "digits_net.h"
 #include "ex_rng.h"
@@ -20,6 +21,7 @@ typedef struct model {
     const char* name;
     net_t net;
     fngd_handle_t fngd;
+    digits_device_t* dev; /* CUDA backend: device copies of the fngd_step buffers, else NULL */
     float lr, momentum;
     int steps_per_epoch;
     double* step_ms; /* [epoch * steps_per_epoch + step]: whole step (forward to update) */
@@ -41,11 +43,31 @@ static int check(fngd_status_t st, fngd_handle_t h, const char* what) {
     return 1;
 }
 
-/* Register the three layers with libfngd; the direction is written into the net's grads. */
-static int create_fngd(model_t* m, const train_options_t* o, int64_t num_samples) {
+/* Where libfngd writes a layer's direction: the net's own gradient array (CPU backend) or the
+ * same offset in its device copy (CUDA backend). */
+static float* grad_buffer(model_t* m, float* host) {
+    if (!m->dev) return host;
+    return digits_device_grads(m->dev) + (host - m->net.grads);
+}
+
+/* The fngd_step stream: the device module's one (CUDA backend) or NULL (CPU backend). */
+static fngd_stream_t model_stream(const model_t* m) {
+    return m->dev ? digits_device_stream(m->dev) : NULL;
+}
+
+/* Register the three layers with libfngd; the direction is written into the net's grads
+ * (CPU backend) or their device copy (CUDA backend, then copied back every step). */
+static int create_fngd(model_t* m, const train_options_t* o, int64_t num_samples, int use_cuda) {
+    if (use_cuda) {
+        /* Per-sample floats of each layer's input and output gradient, registration order. */
+        const digits_device_layer_t sizes[3] = {
+            {DIGITS_PIXELS, NET_H1}, {NET_H1, NET_H2}, {NET_H2, NET_OUT}};
+        if (digits_device_create(&m->dev, 0, o->batch, m->net.n_params, 3, sizes)) return 1;
+    }
     fngd_config_t cfg;
     fngd_config_init(&cfg);
-    cfg.backend = FNGD_BACKEND_CPU;
+    cfg.backend = use_cuda ? FNGD_BACKEND_CUDA : FNGD_BACKEND_CPU;
+    cfg.device = 0;
     cfg.max_batch = o->batch;
     cfg.num_samples = num_samples;
     cfg.coef_mode = o->global ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
@@ -57,14 +79,14 @@ static int create_fngd(model_t* m, const train_options_t* o, int64_t num_samples
 
     fngd_layer_desc_t conv = fngd_conv2d_desc(1, NET_CONV_OUT, NET_HW, NET_HW, 3, 3, 1);
     conv.pad_h = conv.pad_w = 1;
-    conv.grad_weight = m->net.gw1;
-    conv.grad_bias = m->net.gb1;
+    conv.grad_weight = grad_buffer(m, m->net.gw1);
+    conv.grad_bias = grad_buffer(m, m->net.gb1);
     fngd_layer_desc_t fc1 = fngd_linear_desc(NET_H1, NET_H2, 1);
-    fc1.grad_weight = m->net.gw2;
-    fc1.grad_bias = m->net.gb2;
+    fc1.grad_weight = grad_buffer(m, m->net.gw2);
+    fc1.grad_bias = grad_buffer(m, m->net.gb2);
     fngd_layer_desc_t fc2 = fngd_linear_desc(NET_H2, NET_OUT, 1);
-    fc2.grad_weight = m->net.gw3;
-    fc2.grad_bias = m->net.gb3;
+    fc2.grad_weight = grad_buffer(m, m->net.gw3);
+    fc2.grad_bias = grad_buffer(m, m->net.gb3);
     const fngd_layer_desc_t* descs[3] = {&conv, &fc1, &fc2};
     for (int l = 0; l < 3; ++l)
         if (check(fngd_add_layer(m->fngd, descs[l], NULL), m->fngd, "fngd_add_layer")) return 1;
@@ -92,6 +114,7 @@ static int create_model(model_t* m, const char* name, float lr, const train_opti
 
 static void destroy_model(model_t* m) {
     fngd_destroy(m->fngd);
+    digits_device_destroy(m->dev); /* after fngd_destroy: the handle borrowed its buffers */
     net_destroy(&m->net);
     free(m->step_ms);
     free(m->opt_ms);
@@ -110,8 +133,18 @@ static int train_step(model_t* m, const batch_t* b, int N, double* loss_sum, dou
         /* Layer order as registered: conv (input = image), fc1, fc2. */
         fngd_layer_batch_t lb[3] = {{b->x, m->net.dz1}, {m->net.a1, m->net.dz2},
                                     {m->net.a2, m->net.dlogits}};
-        if (check(fngd_step(m->fngd, N, b->ids, lb, NULL, NULL), m->fngd, "fngd_step"))
+        if (m->dev) {
+            /* CUDA backend: same step on device copies; the direction comes back to the host
+             * gradient array, so the update below is the same for both backends. */
+            fngd_layer_batch_t dlb[3];
+            if (digits_device_upload(m->dev, N, lb, dlb)) return 1;
+            if (check(fngd_step(m->fngd, N, b->ids, dlb, NULL, model_stream(m)), m->fngd,
+                      "fngd_step"))
+                return 1;
+            if (digits_device_download(m->dev, m->net.grads)) return 1;
+        } else if (check(fngd_step(m->fngd, N, b->ids, lb, NULL, NULL), m->fngd, "fngd_step")) {
             return 1;
+        }
     } else {
         net_weight_grads(&m->net, N);
     }
@@ -143,7 +176,8 @@ static int train_epoch(model_t* m, const digits_t* d, const int* order, int n_tr
         fprintf(stderr, "%s: training loss is not finite; lower the learning rate\n", m->name);
         return 1;
     }
-    if (m->fngd) return check(fngd_end_epoch(m->fngd, NULL), m->fngd, "fngd_end_epoch");
+    if (m->fngd)
+        return check(fngd_end_epoch(m->fngd, model_stream(m)), m->fngd, "fngd_end_epoch");
     return 0;
 }
 
@@ -184,6 +218,7 @@ static void print_epoch(const model_t* m, int e, int n_steps) {
 }
 
 static void print_summary(const model_t* sgd, const model_t* fn, int epochs, int n_steps) {
+    int cuda = fn->dev != NULL;
     int last = epochs - 1, e0 = epochs > 1 ? 1 : 0;
     printf("\nsummary (median per-step times; later = epochs 2..%d)\n", epochs);
     printf("  %-5s %10s %9s %12s %12s %12s %12s\n", "", "final loss", "test acc", "step ep1",
@@ -209,8 +244,13 @@ static void print_summary(const model_t* sgd, const model_t* fn, int epochs, int
            rol);
     printf("  (optimizer part: SGD = the example's weight gradients, which reuse the forward "
            "pass's\n   im2col patches, + update; FNGD = fngd_step, which rebuilds them from the "
-           "layer input\n   and checks inputs for NaN/Inf, + update. fngd_bench_cpu compares "
-           "like with like.)\n");
+           "layer input\n   and checks inputs for NaN/Inf, + update. %s)\n",
+           cuda ? "fngd_bench_cuda_kernels times the CUDA\n   kernels alone."
+                : "fngd_bench_cpu compares like with like.");
+    if (cuda)
+        printf("  (CUDA backend: the FNGD step and optimizer-part times include the host<->device "
+               "copies\n   of every layer's input and output gradient and of the direction; the "
+               "network itself\n   runs on the host.)\n");
 }
 
 /* Stats that show the reuse phase saw only known ids. Returns 0 if consistent. */
@@ -233,16 +273,19 @@ static int print_fngd_stats(const model_t* fn) {
     return 0;
 }
 
-/* The example keeps its tensors in host memory, so it runs the CPU backend either way. */
-static void note_backend(const train_options_t* o) {
-    if (!o->want_cuda) return;
+/* 1 to run libfngd's CUDA backend: asked for, compiled in, and a device present. Otherwise
+ * the example says why and falls back to the CPU backend (so scripts/run_main.sh --backend
+ * cuda still trains on a machine without a GPU). */
+static int choose_cuda(const train_options_t* o) {
+    if (!o->want_cuda) return 0;
     int avail = 0;
-    fngd_backend_available(FNGD_BACKEND_CUDA, &avail);
-    printf("note: --backend cuda: the CUDA backend is %s. This C example keeps its network in "
-           "host memory and runs the CPU backend; the CUDA backend is exercised by "
-           "the CUDA tests (fngd_cuda_tests) and bench/bench_cuda_kernels.cu "
-           "(fngd_bench_cuda_kernels).\n",
-           avail ? "available" : "not available (built without CUDA or no device)");
+    if (fngd_backend_available(FNGD_BACKEND_CUDA, &avail) != FNGD_SUCCESS) avail = 0;
+    if (avail && digits_device_compiled()) return 1;
+    printf("note: --backend cuda: %s; falling back to the CPU backend.\n",
+           !digits_device_compiled()
+               ? "this build has no CUDA backend (configure with -DFNGD_ENABLE_CUDA=ON)"
+               : "no CUDA device is available");
+    return 0;
 }
 
 static int gradient_check(const digits_t* d, const int* ids, batch_t* b, uint64_t seed) {
@@ -296,16 +339,19 @@ int train_digits_run(const train_options_t* o) {
         goto done;
     net_init(&sgd.net, o->seed * 7919u + 17u);
     net_copy(&fn.net, &sgd.net); /* same initial weights for both */
-    if (create_fngd(&fn, o, d.n)) goto done;
-    note_backend(o);
+    int use_cuda = choose_cuda(o);
+    if (create_fngd(&fn, o, d.n, use_cuda)) goto done;
     if (o->quick && gradient_check(&d, perm, &b, o->seed)) goto done;
 
     printf("digits: %d train / %d test samples, batch %d (%d steps/epoch, last batch %d), "
            "%d epochs\n", n_train, n_test, o->batch, n_steps,
            n_train - (n_steps - 1) * o->batch, o->epochs);
     printf("SGD lr %g, FNGD lr %g, momentum %g; FNGD %s coefficients, damping %g * trace(K)/N, "
-           "CPU backend\n", o->lr, o->fngd_lr, o->momentum, o->global ? "global" : "per-layer",
-           o->damping);
+           "%s\n", o->lr, o->fngd_lr, o->momentum, o->global ? "global" : "per-layer",
+           o->damping,
+           use_cuda ? "CUDA backend on device 0\n(network on the host; FNGD step times include "
+                      "host<->device copies)"
+                    : "CPU backend");
     double t_start = ex_now_ms();
     for (int e = 0; e < o->epochs; ++e) {
         /* Same batch order for both models; the ids travel with the samples. */

@@ -2,7 +2,7 @@
  * the same initial weights, once with SGD + momentum and once with FNGD, and compare loss,
  * test accuracy and step time per epoch.
  *
- * How the example uses libfngd (per-layer or global coefficients, CPU backend):
+ * How the example uses libfngd (per-layer or global coefficients, CPU or CUDA backend):
  * - each preconditioned layer is registered once with its gradient buffers (the example's own
  *   gradient arrays) and FNGD_OUTPUT_WRITE_GRAD;
  * - every step, after the ordinary backward pass, the example passes each layer's input and
@@ -10,6 +10,10 @@
  *   overwrites the gradient buffers with the FNGD direction; the example then applies the same
  *   momentum SGD update it uses for the SGD model;
  * - fngd_end_epoch after every epoch: epoch 1 collects coefficients, later epochs reuse them.
+ * With --backend cuda (libfngd built with CUDA and a device present) the network still runs on
+ * the host; each step copies the layer inputs and output gradients to device buffers on one
+ * stream, fngd_step writes the direction into device gradient buffers, and it is copied back
+ * for the same host update (digits_device.c). Without a device it falls back to the CPU backend.
  *
  * Usage: fngd_train_digits [--epochs N] [--lr X] [--fngd-lr X] [--momentum X] [--damping X]
  *        [--mode layer|global] [--backend cpu|cuda] [--batch N] [--seed N] [--data PATH] [--quick]
@@ -33,7 +37,11 @@ static void usage(FILE* f) {
             "  --momentum X        momentum of both optimizers (default 0.9)\n"
             "  --damping X         FNGD damping gamma, relative to trace(K)/N (default 0.03)\n"
             "  --mode layer|global FNGD coefficients per layer or one set (default layer)\n"
-            "  --backend cpu|cuda  libfngd backend (default cpu; see the note printed for cuda)\n"
+            "  --backend cpu|cuda  libfngd backend (default cpu). cuda: the network stays on the\n"
+            "                      host and each FNGD step copies layer inputs and output\n"
+            "                      gradients to the GPU and the direction back (the step times\n"
+            "                      include these copies); falls back to cpu, with a note, when\n"
+            "                      libfngd has no CUDA backend or no CUDA device is available\n"
             "  --batch N           batch size (default 64)\n"
             "  --seed N            seed of init, split and batch order (default 1)\n"
             "  --data PATH         digits CSV (default %s)\n"
