@@ -23,16 +23,18 @@ static __global__ void block_sum_warp_kernel(fngd_block_sum_params P)
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
     const int64_t pairs = (int64_t)P.ni * P.nj;
     const int64_t ld = (int64_t)P.nj * P.T;
-    const int TT = P.T * P.T;
+    const int64_t TT = (int64_t)P.T * P.T; /* T > 46340 overflows int */
     for (int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; w < pairs; w += warps) {
         const int ii = (int)(w / P.nj), jj = (int)(w % P.nj);
         const int i = P.i0 + ii, j = P.j0 + jj;
         if (j < i) continue; /* warp-uniform: the mirror pair writes it */
         float acc = 0.0f;
-        for (int e = lane; e < TT; e += 32) {
-            const int t = e / P.T, s = e - (e / P.T) * P.T;
+        /* (t, s) of the flat index e = t*T + s, advanced by 32 without a division. */
+        int t = lane / P.T, s = lane - (lane / P.T) * P.T;
+        for (int64_t e = lane; e < TT; e += 32) {
             const int64_t off = ((int64_t)ii * P.T + t) * ld + (int64_t)jj * P.T + s;
             acc += (P.SA[off] + P.bias) * P.SE[off];
+            for (s += 32; s >= P.T; s -= P.T) ++t;
         }
         for (int d = 16; d > 0; d >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, d);
         if (lane == 0) block_sum_store(P, i, j, P.scale2 * acc);
