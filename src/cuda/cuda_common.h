@@ -30,6 +30,8 @@ struct fngd_cuda_scratch {
 struct fngd_cuda_solve_status {
     int potrf_info;
     int potrs_info;
+    int nan;   /* the damped Gram held a NaN (see kernels/damping.cuh) */
+    int pad_;
     double trace;
     double shift;
 };

@@ -84,6 +84,7 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
         D.min_shift = min_shift;
         D.trace = &L.status->trace;
         D.shift = &L.status->shift;
+        D.nan = &L.status->nan;
         FNGD_CUDA_TRY(err, cudaMemsetAsync(L.status, 0, sizeof(fngd_cuda_solve_status), s));
         FNGD_CUDA_TRY(err, fngd_launch_damping(D, s));
         FNGD_CUSOLVER_TRY(err, cusolverDnDpotrf(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, L.Kd, N,
@@ -94,13 +95,18 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
         /* potrs on a failed factor computes garbage into x only; the store below skips it. */
         FNGD_CUSOLVER_TRY(err, cusolverDnDpotrs(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1, L.Kd,
                                                 N, L.x, N, &L.status->potrs_info));
-        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, &L.status->potrf_info, alpha, N, s));
+        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, &L.status->potrf_info, &L.status->nan,
+                                                      alpha, N, s));
         FNGD_CUDA_TRY(err, cudaMemcpyAsync(ctx->solve_host, L.status,
                                            sizeof(fngd_cuda_solve_status),
                                            cudaMemcpyDeviceToHost, s));
         FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
     }
     const fngd_cuda_solve_status st = *ctx->solve_host;
+    /* A NaN matrix is an error, as LAPACKE_dpotrf makes it in the CPU backend. */
+    FNGD_REQUIRE(err, !st.nan, FNGD_ERROR_BACKEND,
+                 "factor_solve: the damped Gram matrix contains NaN (trace %g, shift %g)",
+                 st.trace, st.shift);
     FNGD_REQUIRE(err, st.potrf_info >= 0 && st.potrs_info == 0, FNGD_ERROR_BACKEND,
                  "cuSOLVER reported an invalid argument (potrf info %d, potrs info %d)",
                  st.potrf_info, st.potrs_info);

@@ -8,8 +8,11 @@ static __global__ void widen_kernel(fngd_damping_params P)
 {
     const int64_t total = (int64_t)P.N * P.N;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total;
-         e += (int64_t)gridDim.x * blockDim.x)
-        P.Kd[e] = (double)P.K[e];
+         e += (int64_t)gridDim.x * blockDim.x) {
+        const float v = P.K[e];
+        P.Kd[e] = (double)v;
+        if (isnan(v)) *P.nan = 1;
+    }
 }
 
 /* One block: the trace is a length-N reduction, then every thread shifts its diagonal part. */
@@ -28,7 +31,7 @@ static __global__ void trace_shift_kernel(fngd_damping_params P)
     if (threadIdx.x == 0) {
         const double tr = s[0];
         double sh = P.trace_relative ? P.damping * tr : (double)P.N * P.damping;
-        if (!(sh >= P.min_shift)) sh = P.min_shift;
+        if (sh < P.min_shift) sh = P.min_shift; /* as the CPU backend: NaN stays NaN */
         *P.trace = tr;
         *P.shift = sh;
         shift_s = sh;
@@ -36,7 +39,9 @@ static __global__ void trace_shift_kernel(fngd_damping_params P)
     __syncthreads();
     const double sh = shift_s;
     for (int i = threadIdx.x; i < P.N; i += THREADS) {
-        P.Kd[(int64_t)i * P.N + i] += sh;
+        const double d = P.Kd[(int64_t)i * P.N + i] + sh;
+        P.Kd[(int64_t)i * P.N + i] = d;
+        if (isnan(d)) *P.nan = 1; /* a NaN shift (e.g. 0 * Inf trace) */
         P.b[i] = P.rhs ? (double)P.rhs[i] : 1.0;
     }
 }
