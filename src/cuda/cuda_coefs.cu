@@ -40,6 +40,9 @@ fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table
     if (N <= 0) return FNGD_SUCCESS;
     FNGD_REQUIRE(err, fallback_kind == FNGD_FALLBACK_UNIFORM || fallback != NULL,
                  FNGD_ERROR_INVALID_ARGUMENT, "stored-mean fallback needs the fallback array");
+    /* As the CPU backend: a count request without a counter is an error, not a silent skip. */
+    FNGD_REQUIRE(err, !count || fallback_count != NULL, FNGD_ERROR_INVALID_ARGUMENT,
+                 "gather_coefs: fallback counter is NULL");
     const cudaStream_t s = fngd_cuda_stream(stream);
     FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
     fngd_coef_gather_params P;
