@@ -888,6 +888,119 @@ TEST_F(CpuBackend, MemoryCopiesAndFiniteCheck) {
     EXPECT_EQ(bad, 0);
 }
 
+// The finiteness scan (four segments in lockstep, exit test per block, n % 4 tail) against
+// std::isfinite: every length around the segment, block and tail boundaries, a non-finite value
+// at every position (short arrays) or at each boundary position (long ones), every kind of
+// NaN/Inf bit pattern, and the finite extremes that must not be flagged.
+TEST_F(CpuBackend, FiniteCheckAllPositionsAndPatterns) {
+    const uint32_t bad_bits[] = {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u,
+                                 0x7f800001u, 0x7fffffffu, 0xffffffffu};
+    const uint32_t good_bits[] = {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000001u,
+                                  0x00800000u, 0x80000000u, 0x00000000u, 0x7f000000u};
+    auto from_bits = [](uint32_t b) {
+        float f;
+        std::memcpy(&f, &b, sizeof f);
+        return f;
+    };
+    std::vector<size_t> lengths;
+    for (size_t n = 0; n <= 40; ++n) lengths.push_back(n);
+    for (size_t n : {1023, 1024, 1025, 4095, 4096, 4097, 4099, 16384, 16389, 100003})
+        lengths.push_back(n);
+    std::mt19937 gen(3);
+    for (size_t n : lengths) {
+        SCOPED_TRACE("n " + std::to_string(n));
+        Vec x = random_vec(n, (unsigned)n, -1e30f, 1e30f);
+        int bad = -1;
+        ASSERT_EQ(ops->check_finite(ctx, x.data(), n, &bad, nullptr, &err), FNGD_SUCCESS);
+        EXPECT_EQ(bad, 0);
+        std::vector<size_t> pos;
+        if (n <= 40) {
+            for (size_t k = 0; k < n; ++k) pos.push_back(k);
+        } else {
+            const size_t m = n / 4;
+            for (size_t k : {(size_t)0, (size_t)1, m - 1, m, 2 * m - 1, 2 * m, 3 * m - 1, 3 * m,
+                             4 * m - 1, 4 * m, n - 1, (size_t)gen() % n})
+                if (k < n) pos.push_back(k);
+        }
+        for (size_t k : pos) {
+            for (uint32_t b : bad_bits) {
+                const float keep = x[k];
+                x[k] = from_bits(b);
+                bad = -1;
+                ASSERT_EQ(ops->check_finite(ctx, x.data(), n, &bad, nullptr, &err),
+                          FNGD_SUCCESS);
+                EXPECT_EQ(bad, 1) << "pattern " << std::hex << b << std::dec << " at " << k;
+                x[k] = keep;
+            }
+        }
+        if (n == 0) continue;
+        for (uint32_t b : good_bits) {
+            Vec y(n, from_bits(b));
+            ASSERT_TRUE(std::isfinite(y[0]));
+            ASSERT_EQ(ops->check_finite(ctx, y.data(), n, &bad, nullptr, &err), FNGD_SUCCESS);
+            EXPECT_EQ(bad, 0) << "pattern " << std::hex << b;
+        }
+    }
+}
+
+// im2col of samples [1, 3) of a 3-sample input against the definition, exactly (it only
+// copies). The output is NaN-poisoned before and guarded after, so a position left unwritten or
+// a write past the end shows. Returns false if the shape has no valid output (skipped).
+bool im2col_matches_definition(const fngd_layer_desc_t& d, unsigned seed) {
+    fngd_layer_t l;
+    char msg[256] = {0};
+    if (fngd_layer_init(&l, &d, msg, sizeof msg) != FNGD_SUCCESS) return false;
+    const int N = 3, i0 = 1, nb = 2;
+    const int C = d.in_channels, H = d.in_h, W = d.in_w, kh = d.kernel_h, kw = d.kernel_w;
+    Vec x = random_vec((size_t)N * l.in_per_sample, seed);
+    const size_t n_out = (size_t)nb * l.T * l.p;
+    Vec out(n_out + 16, std::nanf(""));
+    cpu_im2col(&l, x.data(), i0, nb, out.data());
+    for (size_t k = n_out; k < out.size(); ++k) EXPECT_TRUE(std::isnan(out[k])) << "overrun";
+    size_t wrong = 0;
+    for (int i = 0; i < nb; ++i)
+        for (int t = 0; t < l.T; ++t)
+            for (int c = 0; c < C; ++c)
+                for (int ki = 0; ki < kh; ++ki)
+                    for (int kj = 0; kj < kw; ++kj) {
+                        const int h = (t / l.out_w) * d.stride_h - d.pad_h + ki * d.dilation_h;
+                        const int w = (t % l.out_w) * d.stride_w - d.pad_w + kj * d.dilation_w;
+                        const bool in = h >= 0 && h < H && w >= 0 && w < W;
+                        const float want =
+                            in ? x[(((size_t)(i0 + i) * C + c) * H + h) * W + w] : 0.0f;
+                        const size_t at =
+                            ((size_t)i * l.T + t) * l.p + ((size_t)c * kh + ki) * kw + kj;
+                        wrong += !(out[at] == want);  // NaN (unwritten) counts as wrong
+                    }
+    EXPECT_EQ(wrong, 0u) << "stride " << d.stride_h << "," << d.stride_w << " dilation "
+                         << d.dilation_h << "," << d.dilation_w << " kernel " << kh << "x" << kw
+                         << " pad " << d.pad_h << "," << d.pad_w << " input " << C << "x" << H
+                         << "x" << W;
+    return true;
+}
+
+// Both im2col paths (stride 1 / dilation 1 fast path, general path) for kernel widths with and
+// without a specialisation, padding wider than the kernel and than the input, 1-pixel inputs.
+TEST(CpuIm2col, MatchesDefinitionOnEveryPath) {
+    const int Hs[] = {1, 5, 7}, Ws[] = {1, 6, 3}, phs[] = {0, 1, 4}, pws[] = {0, 2, 5};
+    int shapes = 0;
+    for (int s : {1, 2, 3})        // stride: 1 (fast path), 2 in h, 3 in w
+        for (int dil : {1, 2, 3})  // dilation: 1, 2 in h, 2 in w
+            for (int kh : {1, 2, 3})
+                for (int kw : {1, 2, 3, 4, 5, 7})
+                    for (int pad : {0, 1, 2})  // (0,0), (1,2), (4,5)
+                        for (int in : {0, 1, 2}) {  // 1x1, 5x6, 7x3 inputs
+                            const int H = Hs[in], W = Ws[in], ph = phs[pad], pw = pws[pad];
+                            const int sh = s == 2 ? 2 : 1, sw = s == 3 ? 3 : 1;
+                            const int dh = dil == 2 ? 2 : 1, dw = dil == 3 ? 2 : 1;
+                            const int C = 1 + (kh + kw + in) % 3;
+                            fngd_layer_desc_t d =
+                                conv_desc(C, 2, H, W, kh, kw, sh, sw, ph, pw, dh, dw, 0);
+                            if (im2col_matches_definition(d, (unsigned)shapes + 1)) ++shapes;
+                        }
+    EXPECT_GT(shapes, 1000);
+}
+
 TEST(CpuBackendAlloc, FailuresAreReportedAndNothingLeaks) {
     const fngd_backend_ops_t* ops = fngd_cpu_backend_ops();
     fngd_err_t err{};

@@ -4,7 +4,15 @@
 
 #include "cpu_internal.h"
 
-void cpu_im2col(const fngd_layer_t* layer, const float* input, int i0, int nb, float* out) {
+#if defined(__GNUC__) || defined(__clang__)
+#define CPU_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define CPU_ALWAYS_INLINE static inline
+#endif
+
+/* Any stride and dilation: a bounds test per tap. */
+static void im2col_general(const fngd_layer_t* layer, const float* input, int i0, int nb,
+                           float* out) {
     const fngd_layer_desc_t* d = &layer->desc;
     const int C = d->in_channels, H = d->in_h, W = d->in_w;
     const int kh = d->kernel_h, kw = d->kernel_w;
@@ -35,6 +43,70 @@ void cpu_im2col(const fngd_layer_t* layer, const float* input, int i0, int nb, f
             }
         }
     }
+}
+
+/* Stride 1, dilation 1: the kw taps of a window row are kw consecutive input floats. Per
+ * output row oh the window rows inside the image are ki in [ki_lo, ki_hi), the others are
+ * zeros; per output column, a window clear of the left/right padding copies each row as one
+ * run, and only the few columns that overlap the padding clip tap by tap. The output is
+ * written sequentially. Inlined with kw as a constant for the common kernel widths. */
+CPU_ALWAYS_INLINE void im2col_unit_kw(const fngd_layer_t* layer, const float* input, int i0,
+                                      int nb, float* out, const int kw) {
+    const fngd_layer_desc_t* d = &layer->desc;
+    const int C = d->in_channels, H = d->in_h, W = d->in_w, kh = d->kernel_h;
+    const int oh_n = layer->out_h, ow_n = layer->out_w;
+    const int64_t HW = (int64_t)H * W;
+    float* dst = out;
+    for (int i = 0; i < nb; ++i) {
+        const float* x = input + (int64_t)(i0 + i) * C * HW;
+        for (int oh = 0; oh < oh_n; ++oh) {
+            const int h0 = oh - d->pad_h;
+            int ki_lo = h0 < 0 ? -h0 : 0, ki_hi = H - h0 < kh ? H - h0 : kh;
+            if (ki_lo > kh) ki_lo = kh;
+            if (ki_hi < ki_lo) ki_hi = ki_lo;
+            for (int ow = 0; ow < ow_n; ++ow) {
+                const int w0 = ow - d->pad_w;
+                const int inside = w0 >= 0 && w0 + kw <= W;
+                for (int c = 0; c < C; ++c) {
+                    const float* xc = x + c * HW;
+                    for (int ki = 0; ki < kh; ++ki, dst += kw) {
+                        /* kw stores, not memset: a libc call per 3 floats costs more */
+                        if (ki < ki_lo || ki >= ki_hi) {
+                            for (int kj = 0; kj < kw; ++kj) dst[kj] = 0.0f;
+                            continue;
+                        }
+                        const float* src = xc + (int64_t)(h0 + ki) * W;
+                        if (inside) {
+                            for (int kj = 0; kj < kw; ++kj) dst[kj] = src[w0 + kj];
+                        } else {
+                            for (int kj = 0; kj < kw; ++kj) {
+                                const int w = w0 + kj;
+                                dst[kj] = (w >= 0 && w < W) ? src[w] : 0.0f;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void im2col_unit(const fngd_layer_t* layer, const float* input, int i0, int nb,
+                        float* out) {
+    switch (layer->desc.kernel_w) {
+    case 1: im2col_unit_kw(layer, input, i0, nb, out, 1); break;
+    case 3: im2col_unit_kw(layer, input, i0, nb, out, 3); break;
+    case 5: im2col_unit_kw(layer, input, i0, nb, out, 5); break;
+    default: im2col_unit_kw(layer, input, i0, nb, out, layer->desc.kernel_w); break;
+    }
+}
+
+void cpu_im2col(const fngd_layer_t* layer, const float* input, int i0, int nb, float* out) {
+    const fngd_layer_desc_t* d = &layer->desc;
+    if (d->stride_h == 1 && d->stride_w == 1 && d->dilation_h == 1 && d->dilation_w == 1)
+        im2col_unit(layer, input, i0, nb, out);
+    else
+        im2col_general(layer, input, i0, nb, out);
 }
 
 void cpu_conv_rows(const fngd_layer_t* layer, const float* grad_output, int i0, int nb,
