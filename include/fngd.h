@@ -23,6 +23,9 @@
  *   in fngd_layer_desc_t, which are borrowed until fngd_destroy.
  * - Thread safety: one handle must not be used from two threads at once; distinct handles are
  *   independent and may be used concurrently.
+ * - One handle, one stream at a time: a handle's workspace is shared by its calls, so calls on
+ *   different streams must be ordered by the caller (synchronise, or make one stream wait for
+ *   the other's event) before switching streams.
  */
 #ifndef FNGD_H
 #define FNGD_H
