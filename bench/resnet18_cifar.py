@@ -8,7 +8,15 @@ Rows:
   fngd-global/epoch1   global FNGD, collect steps
   fngd-global/later    global FNGD, reuse steps: a weighted loss, no fngd_step, no hooks
   kfac-pytorch         KFACPreconditioner from kfac-pytorch, when importable
-  asdl-kfac            KfacGradientMaker from ASDL (asdfghjkl), when importable
+  asdl-kfac            KfacGradientMaker from ASDL (asdfghjkl), when importable, at ASDL's
+                       default intervals (curvature and inverse every step)
+  asdl-smw-ng          SmwEmpNaturalGradientMaker from ASDL: the empirical-Fisher natural
+                       gradient by Sherman-Morrison-Woodbury, N x N Gram and solve every step
+                       (the "recompute every step" reference; see asdl_smw_runner)
+
+ASDL is optional (`pip install --no-deps asdfghjkl` into a venv that has torch: a plain
+install also pulls torch's full CUDA dependency set); rows that cannot run are reported as
+skipped.
 
 Each row: warm-up steps, then --steps timed steps (CUDA events on GPU, perf_counter on CPU);
 the median and mean step time, the median of each phase (forward, backward, precondition,
@@ -21,8 +29,12 @@ Data: CIFAR-100 from a local torchvision-format folder (--data DIR holding
 cifar-100-python/train), else synthetic tensors of the same shape. The batches are moved to the
 device before timing, so data loading is not measured.
 
+--train-epochs E (with --data): instead of timing steps, train SGD and per-layer FNGD for E
+epochs each and write train_curves.json and train_curves.png (see train_curves.py).
+
 --smoke: 2 timed steps on the CPU with a batch of 4, no warm-up and (unless --width is given)
-a network 8 channels wide instead of 64, so that CI exercises every row in seconds.
+a network 8 channels wide instead of 64, so that CI exercises every row in seconds; with
+--train-epochs, at most 256 training and 256 test images.
 """
 
 from __future__ import annotations
@@ -31,7 +43,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import platform
 import statistics
 import sys
@@ -46,30 +57,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import fngd  # noqa: E402
+import train_curves  # noqa: E402
+from cifar100_data import load_cifar100  # noqa: E402
 from resnet_cifar import resnet18_cifar  # noqa: E402
 
 CIFAR100_TRAIN = 50_000
 EPOCHS = 100
-MEAN = (0.5071, 0.4865, 0.4409)
-STD = (0.2673, 0.2564, 0.2762)
 
 
 # ---- data ---------------------------------------------------------------------------------
-
-def load_cifar100(folder: str, n: int):
-    """The first n training images of a torchvision-format CIFAR-100 folder, normalised."""
-    for path in (os.path.join(folder, "cifar-100-python", "train"), os.path.join(folder, "train")):
-        if os.path.exists(path):
-            break
-    else:
-        raise FileNotFoundError(f"no cifar-100-python/train under {folder}")
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    x = torch.tensor(d[b"data"][:n]).reshape(-1, 3, 32, 32).float().div_(255)
-    x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
-    y = torch.tensor(d[b"fine_labels"][:n], dtype=torch.int64)
-    return x, y
-
 
 def make_batches(args, device, n_batches):
     n = n_batches * args.batch
@@ -175,15 +171,23 @@ def kfac_pytorch_runner(model, args):
         t.mark("precondition")
         opt.step()
         t.mark("optimizer")
+    step.config = {"factor_update_steps": args.kfac_factor_every,
+                   "inv_update_steps": args.kfac_inv_every, "damping": args.kfac_damping}
     return step
 
 
 def asdl_runner(model, args):
     import asdl  # noqa: the asdfghjkl distribution installs the `asdl` package
     opt = sgd(model, args)
+    # Update intervals: ASDL's documented defaults (PreconditioningConfig: curvature and
+    # inverse every step) unless --asdl-curvature-every / --asdl-inv-every are given.
+    intervals = {}
+    if args.asdl_curvature_every:
+        intervals["curvature_upd_interval"] = args.asdl_curvature_every
+    if args.asdl_inv_every:
+        intervals["preconditioner_upd_interval"] = args.asdl_inv_every
     cfg = asdl.PreconditioningConfig(data_size=args.batch, damping=args.kfac_damping,
-                                     preconditioner_upd_interval=args.kfac_inv_every,
-                                     curvature_upd_interval=args.kfac_factor_every)
+                                     **intervals)
     gm = asdl.KfacGradientMaker(model, cfg, fisher_type="fisher_emp")
 
     def step(x, y, ids, t):
@@ -194,6 +198,42 @@ def asdl_runner(model, args):
         t.mark("forward+backward+precondition")
         opt.step()
         t.mark("optimizer")
+    step.config = {"fisher_type": "fisher_emp", "damping": cfg.damping,
+                   # ASDL's None: the curvature follows the preconditioner's interval
+                   "curvature_upd_interval": (cfg.curvature_upd_interval
+                                              or cfg.preconditioner_upd_interval),
+                   "preconditioner_upd_interval": cfg.preconditioner_upd_interval}
+    return step
+
+
+def asdl_smw_runner(model, args):
+    """ASDL's SmwEmpNaturalGradientMaker: the natural gradient under the empirical Fisher of
+    the batch by the Sherman-Morrison-Woodbury identity, (U^T U / N + lambda I)^-1 g, i.e. an
+    N x N Gram and its Cholesky solve recomputed every step: the "recompute every step"
+    reference for FNGD. One extended forward and backward build the Gram, then the per-sample
+    losses are back-propagated once more with the solved weights. As ASDL implements it, the
+    Gram covers Conv2d and Linear only (BatchNorm2d has no gram_hada operation: ASDL warns and
+    its parameters get the weighted gradient without entering the Gram), and a convolution's
+    block is ASDL's Hadamard-factored approximation (input Gram times output-gradient Gram)."""
+    import warnings
+
+    import asdl  # noqa: the asdfghjkl distribution installs the `asdl` package
+    opt = sgd(model, args)
+    cfg = asdl.SmwEmpNaturalGradientConfig(data_size=args.batch, damping=args.damping)
+    gm = asdl.SmwEmpNaturalGradientMaker(model, cfg)
+
+    def step(x, y, ids, t):
+        opt.zero_grad(set_to_none=True)
+        dummy = gm.setup_model_call(model, x)
+        gm.setup_loss_call(F.cross_entropy, dummy, y)  # ASDL makes it reduction='none'
+        with warnings.catch_warnings():  # "gram_hada not supported for BatchNorm2d", per step
+            warnings.simplefilter("ignore")
+            gm.forward_and_backward()  # both passes, Gram and solve in one call
+        t.mark("forward+backward+precondition")
+        opt.step()
+        t.mark("optimizer")
+    step.config = {"fisher_type": "fisher_emp", "damping": cfg.damping,
+                   "data_size": cfg.data_size, "gram": "Conv2d and Linear only (ASDL)"}
     return step
 
 
@@ -267,7 +307,9 @@ def run(args):
         rows.append(measure(f"fngd-{mode}/later", step, batches, args, device))
         rows[-1]["fallback_ids"] = pre.stats()["fallback_ids"]
         pre.close()
-    for name, factory in (("kfac-pytorch", kfac_pytorch_runner), ("asdl-kfac", asdl_runner)):
+    third_party = (("kfac-pytorch", kfac_pytorch_runner), ("asdl-kfac", asdl_runner),
+                   ("asdl-smw-ng", asdl_smw_runner))
+    for name, factory in third_party:
         if name not in want:
             continue
         try:
@@ -277,11 +319,18 @@ def run(args):
             skipped[name] = f"not importable: {e}"
             print(f"  {name:22s} skipped ({skipped[name]})")
             continue
+        except Exception as e:  # e.g. an ASDL release without this class or argument
+            skipped[name] = f"unavailable: {type(e).__name__}: {e}"
+            print(f"  {name:22s} skipped ({skipped[name]})")
+            continue
         try:
             rows.append(measure(name, step, batches, args, device))
         except Exception as e:  # a third-party failure must not lose the other rows
             skipped[name] = f"failed: {type(e).__name__}: {e}"
             print(f"  {name:22s} skipped ({skipped[name]})")
+            continue
+        if hasattr(step, "config"):
+            rows[-1]["config"] = step.config
 
     by = {r["name"]: r for r in rows}
     projections = {}
@@ -388,17 +437,41 @@ def parse(argv=None):
     ap.add_argument("--kfac-damping", type=float, default=3e-3)
     ap.add_argument("--kfac-factor-every", type=int, default=10)
     ap.add_argument("--kfac-inv-every", type=int, default=100)
-    ap.add_argument("--optimizers", default="sgd,fngd-layer,fngd-global,kfac-pytorch,asdl-kfac")
+    ap.add_argument("--asdl-curvature-every", type=int, default=None,
+                    help="asdl-kfac curvature interval (default: ASDL's, every step)")
+    ap.add_argument("--asdl-inv-every", type=int, default=None,
+                    help="asdl-kfac inverse interval (default: ASDL's, every step)")
+    ap.add_argument("--optimizers",
+                    default="sgd,fngd-layer,fngd-global,kfac-pytorch,asdl-kfac,asdl-smw-ng")
     ap.add_argument("--out", default=os.path.join(REPO, "build-bench", "resnet18_cifar"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    tr = ap.add_argument_group("training curves (--train-epochs; needs --data)")
+    tr.add_argument("--train-epochs", type=int, default=0,
+                    help="train SGD and per-layer FNGD for this many epochs each and plot "
+                         "loss and accuracy curves, instead of timing steps")
+    tr.add_argument("--fngd-lr", type=float, default=None, help="FNGD's rate (default --lr)")
+    tr.add_argument("--recompute-every", type=int, default=0,
+                    help="FNGD: recollect coefficients every R epochs (0: epoch one only)")
+    tr.add_argument("--no-augment", dest="augment", action="store_false",
+                    help="no random crop and flip")
+    tr.add_argument("--train-limit", type=int, default=None,
+                    help="use the first N training images (default all; 256 with --smoke)")
+    tr.add_argument("--test-limit", type=int, default=None,
+                    help="use the first N test images (default all; 256 with --smoke)")
     ap.add_argument("--smoke", action="store_true",
                     help="CI: 2 CPU steps, batch 4, no warm-up, width 8 unless --width is given")
     args = ap.parse_args(argv)
+    if args.train_epochs < 0:
+        ap.error("--train-epochs must not be negative")
+    if args.train_epochs and not args.data:
+        ap.error("--train-epochs needs --data (a folder with cifar-100-python/{train,test})")
     if args.smoke:
         args.device, args.batch, args.steps, args.warmup = "cpu", 4, 2, 0
         args.width = args.width or 8
         args.threads = args.threads or 1  # 2-core CI: oversubscribed OpenMP spins for seconds
-    elif args.steps < 50:
+        args.train_limit = args.train_limit or 256
+        args.test_limit = args.test_limit or 256
+    elif args.steps < 50 and not args.train_epochs:
         ap.error("--steps must be at least 50 for a meaningful median (use --smoke for CI)")
     args.width = args.width or 64
     return args
@@ -408,6 +481,11 @@ def main(argv=None):
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_epochs:
+        res = train_curves.train(args)
+        train_curves.write(res, args.out)
+        print(f"written to {args.out}")
+        return res
     print(f"resnet18_cifar: device {args.device}, batch {args.batch}, {args.warmup} warm-up + "
           f"{args.steps} timed steps per row", flush=True)
     res = run(args)
