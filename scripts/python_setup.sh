@@ -60,5 +60,8 @@ if ! works; then
     exit 1
   fi
 fi
+# ASDL (optional: the benchmark's KFAC and SMW rows). Its declared dependency is torch, already
+# here; --no-deps keeps pip from pulling torch's CUDA wheels again (~2 s instead of ~4 GB).
+pip_install --no-deps asdfghjkl || echo "python_setup: asdfghjkl not installed (optional)"
 echo "python_setup: ready in $(( $(date +%s) - start )) s"
 echo "$VENV/bin/python"
