@@ -25,7 +25,6 @@ const char* fngd_cusolver_status_name(cusolverStatus_t s)
 
 fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_err_t* err)
 {
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
     FNGD_CUBLAS_TRY(err, cublasSetStream(ctx->blas, stream));
     /* cublasSetStream resets the workspace to cuBLAS's own pool: put ours back. */
     FNGD_CUBLAS_TRY(err, cublasSetWorkspace(ctx->blas, ctx->blas_ws, FNGD_CUDA_BLAS_WS_BYTES));
@@ -37,7 +36,10 @@ fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_
 static void cuda_destroy(fngd_backend_ctx_t* ctx)
 {
     if (!ctx) return;
-    cudaSetDevice(ctx->device);
+    /* Best effort: if the device cannot be entered the frees below still run (device
+     * pointers are freed by address, whichever device is current). */
+    fngd_cuda_device_guard dev;
+    (void)dev.enter(ctx->device, NULL);
     /* Pending work may still read the staging ring and scratch: finish it first. */
     cudaDeviceSynchronize();
     fngd_cuda_ids_destroy(ctx);
@@ -61,7 +63,8 @@ static fngd_status_t cuda_create_into(const fngd_config_t* cfg, fngd_backend_ctx
                  "max_batch must be positive (got %d)", cfg->max_batch);
     ctx->device = cfg->device;
     ctx->max_batch = cfg->max_batch;
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount,
                                               ctx->device));
     FNGD_CUBLAS_TRY(err, cublasCreate(&ctx->blas));
@@ -96,7 +99,8 @@ static fngd_status_t cuda_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** pt
     *ptr = NULL;
     if (bytes == 0) bytes = 1;
     void* p = NULL;
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaMalloc(&p, bytes)); /* 256-byte aligned by the runtime */
     cudaError_t e = cudaMemsetAsync(p, 0, bytes, cudaStreamPerThread);
     if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamPerThread);
@@ -112,7 +116,8 @@ static fngd_status_t cuda_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** pt
 static void cuda_free(fngd_backend_ctx_t* ctx, void* ptr)
 {
     if (!ptr) return;
-    cudaSetDevice(ctx->device);
+    fngd_cuda_device_guard dev;
+    (void)dev.enter(ctx->device, NULL); /* best effort, as in cuda_destroy */
     cudaFree(ptr);
 }
 
@@ -121,7 +126,8 @@ static fngd_status_t cuda_upload(fngd_backend_ctx_t* ctx, void* dst, const void*
 {
     if (bytes == 0) return FNGD_SUCCESS;
     const cudaStream_t s = fngd_cuda_stream(stream);
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s));
     FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
     return FNGD_SUCCESS;
@@ -132,7 +138,8 @@ static fngd_status_t cuda_download(fngd_backend_ctx_t* ctx, void* host_dst, cons
 {
     if (bytes == 0) return FNGD_SUCCESS;
     const cudaStream_t s = fngd_cuda_stream(stream);
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s));
     FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
     return FNGD_SUCCESS;
@@ -141,7 +148,8 @@ static fngd_status_t cuda_download(fngd_backend_ctx_t* ctx, void* host_dst, cons
 static fngd_status_t cuda_synchronize(fngd_backend_ctx_t* ctx, fngd_stream_t stream,
                                       fngd_err_t* err)
 {
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaStreamSynchronize(fngd_cuda_stream(stream)));
     return FNGD_SUCCESS;
 }
@@ -150,7 +158,8 @@ static fngd_status_t cuda_copy(fngd_backend_ctx_t* ctx, float* dst, const float*
                                fngd_stream_t stream, fngd_err_t* err)
 {
     if (n <= 0 || dst == src) return FNGD_SUCCESS;
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
                                        cudaMemcpyDeviceToDevice, fngd_cuda_stream(stream)));
     return FNGD_SUCCESS;
@@ -161,7 +170,8 @@ fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const float* x, si
 {
     fngd_nvtx_range r("check");
     const cudaStream_t s = fngd_cuda_stream(stream);
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     int* flag = &ctx->scratch_dev->nonfinite;
     FNGD_CUDA_TRY(err, cudaMemsetAsync(flag, 0, sizeof(int), s));
     FNGD_CUDA_TRY(err, fngd_launch_nonfinite(x, n, flag, s));
@@ -188,7 +198,8 @@ fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, float* param, const 
     P.lr = lr;
     P.momentum = momentum;
     P.weight_decay = weight_decay;
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, fngd_cuda_stream(stream)));
     return FNGD_SUCCESS;
 }

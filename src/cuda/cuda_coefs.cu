@@ -12,7 +12,8 @@ fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uin
     fngd_nvtx_range r("scatter");
     if (N <= 0) return FNGD_SUCCESS;
     const cudaStream_t s = fngd_cuda_stream(stream);
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     fngd_coef_scatter_params P;
     int slot = -1;
     FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
@@ -44,7 +45,8 @@ fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table
     FNGD_REQUIRE(err, !count || fallback_count != NULL, FNGD_ERROR_INVALID_ARGUMENT,
                  "gather_coefs: fallback counter is NULL");
     const cudaStream_t s = fngd_cuda_stream(stream);
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     fngd_coef_gather_params P;
     int slot = -1;
     FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
@@ -72,7 +74,8 @@ fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* ta
 {
     fngd_nvtx_range r("check");
     const cudaStream_t s = fngd_cuda_stream(stream);
-    FNGD_CUDA_TRY(err, cudaSetDevice(ctx->device));
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     fngd_coef_summary_params P;
     P.table = table;
     P.seen = seen;

@@ -8,6 +8,7 @@
 #include <cusolverDn.h>
 
 #include "backend.h"
+#include "cuda_device_guard.h"
 #include "error.h"
 #include "kernels/coef_summary.cuh"
 #include "nvtx.h"
@@ -108,7 +109,7 @@ const char* fngd_cusolver_status_name(cusolverStatus_t s);
     } while (0)
 
 /* Bind both library handles to the caller's stream; Gram/solve path in full FP32/FP64
- * (no TF32). */
+ * (no TF32). The caller has entered ctx->device (fngd_cuda_device_guard). */
 fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_err_t* err);
 
 /* Workspace carving: successive 256-byte aligned pieces of one buffer. */

@@ -165,6 +165,8 @@ fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* 
     fngd_nvtx_range r("gram");
     FNGD_REQUIRE(err, N > 0, FNGD_ERROR_INVALID_ARGUMENT, "layer_gram: N = %d", N);
     const cudaStream_t s = fngd_cuda_stream(stream);
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     fngd_gram_plan plan = fngd_cuda_plan_gram(layer, N, ws_bytes);
     if (plan.bytes > ws_bytes) plan = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET);

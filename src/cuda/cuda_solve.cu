@@ -46,7 +46,8 @@ size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N)
     if (N <= 0) return 0;
     int lwork = 0;
     fngd_err_t scratch_err;
-    if (cudaSetDevice(ctx->device) != cudaSuccess ||
+    fngd_cuda_device_guard dev;
+    if (dev.enter(ctx->device, &scratch_err) != FNGD_SUCCESS ||
         potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) != FNGD_SUCCESS) {
         /* Cannot fail by signature: fall back to a generous bound (N*N doubles more); the
          * solve itself re-queries and reports any real problem. */
@@ -64,6 +65,8 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
 {
     FNGD_REQUIRE(err, N > 0, FNGD_ERROR_INVALID_ARGUMENT, "factor_solve: N = %d", N);
     const cudaStream_t s = fngd_cuda_stream(stream);
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     int lwork = 0;
     FNGD_REQUIRE(err, ws != NULL, FNGD_ERROR_INTERNAL, "factor_solve: no workspace");

@@ -45,6 +45,8 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
     fngd_nvtx_range r("reduce");
     FNGD_REQUIRE(err, N > 0, FNGD_ERROR_INVALID_ARGUMENT, "weighted_grad: N = %d", N);
     const cudaStream_t s = fngd_cuda_stream(stream);
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     const fngd_layer_t* L = layer;
 
