@@ -6,7 +6,9 @@
  * records the slot's event, so the event completes once both the copy and its reader are done.
  * A slot is rewritten only after that: if its event is still pending we wait on that event
  * alone (cudaEventSynchronize), which is not a stream synchronisation. Successive calls with
- * the same ids on the same stream (one gather per coefficient set in a step) reuse the slot.
+ * the same ids on the same stream handle (one gather per coefficient set in a step) reuse the
+ * slot; such a hit makes the stream wait on the slot's event, so it stays ordered after the
+ * copy even when the handle value now names a different stream.
  *
  * CUDA graph capture: while `stream` is capturing, ids go through one extra slot reserved for
  * capture (no event is queried or recorded, as that is illegal inside a capture). The captured
@@ -63,7 +65,15 @@ fngd_status_t fngd_cuda_stage_ids(fngd_backend_ctx_t* ctx, const int64_t* ids, i
     const int c = ctx->cached_slot;
     if (c >= 0 && ctx->cached_n == N && ctx->cached_stream == stream &&
         memcmp(ctx->ids_host + (size_t)c * ctx->max_batch, ids, bytes) == 0) {
-        *ids_dev = ctx->ids_dev + (size_t)c * ctx->max_batch; /* same stream: ordered after */
+        /* Equal handles need not be the same stream: the caller may have destroyed the
+         * stream that staged the slot and been given its handle value again for a new one,
+         * which is not ordered after the old copy. Waiting on the slot's event (recorded
+         * after the copy's last reader) restores that order; on the same stream it is a
+         * no-op for the device. Only reached outside capture (capturing calls returned
+         * above), so the wait never joins a capture to an event recorded outside it. An
+         * event not yet recorded (ring_used 0) is complete, and the wait passes. */
+        FNGD_CUDA_TRY(err, cudaStreamWaitEvent(stream, ctx->ring_event[c], 0));
+        *ids_dev = ctx->ids_dev + (size_t)c * ctx->max_batch;
         *slot = c;
         return FNGD_SUCCESS;
     }
