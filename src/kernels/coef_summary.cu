@@ -1,15 +1,21 @@
 #include "coef_summary.cuh"
 
+#include <limits.h>
 #include <math.h>
 
 #define THREADS 256
 
+/* fmin/fmax return the other operand for a NaN one: the NaN-skipping part of the CPU rule. */
 __device__ static inline void combine(fngd_coef_summary_item& a, const fngd_coef_summary_item& b)
 {
     a.count += b.count;
     a.min = fmin(a.min, b.min);
     a.max = fmax(a.max, b.max);
     a.sum += b.sum;
+    if (b.first_key < a.first_key) {
+        a.first_key = b.first_key;
+        a.first = b.first;
+    }
 }
 
 /* Tree reduction in shared memory; thread 0 ends with the block's total. */
@@ -32,6 +38,8 @@ __device__ static inline fngd_coef_summary_item empty_item()
     e.min = INFINITY;
     e.max = -INFINITY;
     e.sum = 0.0;
+    e.first_key = LLONG_MAX;
+    e.first = 0.0;
     return e;
 }
 
@@ -42,6 +50,10 @@ static __global__ void summary_partial_kernel(fngd_coef_summary_params P)
          k += (int64_t)gridDim.x * THREADS) {
         if (P.seen[k]) {
             const double x = P.table[k * P.nsets + P.set];
+            if (v.count == 0) { /* keys rise along a thread's stride: this is its lowest */
+                v.first_key = k;
+                v.first = x;
+            }
             v.count += 1;
             v.min = fmin(v.min, x);
             v.max = fmax(v.max, x);
@@ -56,8 +68,12 @@ static __global__ void summary_final_kernel(fngd_coef_summary_params P)
 {
     fngd_coef_summary_item v = empty_item();
     for (int b = threadIdx.x; b < P.blocks; b += THREADS) combine(v, P.partials[b]);
-    const fngd_coef_summary_item t = block_combine(v);
-    if (threadIdx.x == 0) *P.result = t;
+    fngd_coef_summary_item t = block_combine(v);
+    if (threadIdx.x == 0) {
+        /* The CPU loop's min and max start at the lowest key's value and a NaN there sticks. */
+        if (t.count > 0 && isnan(t.first)) t.min = t.max = t.first;
+        *P.result = t;
+    }
 }
 
 cudaError_t fngd_launch_coef_summary(const fngd_coef_summary_params& P, cudaStream_t stream)
