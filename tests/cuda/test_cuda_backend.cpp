@@ -461,6 +461,32 @@ TEST(CudaBackend, FactorSolveReportsNotPositiveDefiniteAndLeavesAlpha) {
     EXPECT_FLOAT_EQ(a[2], 1.0f);
 }
 
+// A NaN in K (CPU backend: LAPACKE_dpotrf's NaN check) is an error, not "not positive
+// definite": status FNGD_ERROR_BACKEND, alpha keeps what it held. On the diagonal and off it.
+TEST(CudaBackend, FactorSolveRejectsNanAndLeavesAlpha) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    const int N = 7;
+    Backends b(N);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    const Vec sentinel = random_vec(N, 77);
+    for (int pos : {0, 3 * N + 3, 1 * N + 5}) {
+        Vec K((size_t)N * N, 0.0f);
+        for (int i = 0; i < N; ++i) K[(size_t)i * N + i] = 2.0f;
+        const int i = pos / N, j = pos % N;
+        K[(size_t)i * N + j] = K[(size_t)j * N + i] = NAN;  // K stays symmetric
+        Dev dK(K), da(sentinel), gws(b.gpu->solver_workspace_bytes(b.gc, N));
+        int info = -12345;
+        double shift = -1, trace = -1;
+        std::memset(&b.err, 0, sizeof b.err);
+        EXPECT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr,
+                                      da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
+                                      &b.err), FNGD_ERROR_BACKEND) << "NaN at " << i << "," << j;
+        EXPECT_NE(std::string(b.err.msg), "");
+        EXPECT_EQ(info, -12345);  // outputs untouched on error (backend.h contract)
+        EXPECT_EQ(da.get<float>(N), sentinel) << "NaN at " << i << "," << j;
+    }
+}
+
 // ---- coefficient table ---------------------------------------------------------------------------
 
 TEST(CudaBackend, ScatterGatherSummaryMatchCpu) {
@@ -529,6 +555,77 @@ TEST(CudaBackend, ScatterGatherSummaryMatchCpu) {
             // double chain, so |diff| <= 2 * count * DBL_EPSILON * count.
             EXPECT_NEAR(sg.sum, sc.sum, 2.0 * (double)sc.count * DBL_EPSILON * sc.count + DBL_MIN);
         }
+}
+
+// NaN in the stored coefficients: the CUDA summary follows the CPU loop exactly (NaN min/max
+// when the lowest seen key holds NaN, a NaN at a later key skipped, NaN sum either way), for
+// NaN at the first seen key, in the middle, at the last key, everywhere, and with enough keys
+// that the grid-stride loop and both reduction passes see several values per thread.
+TEST(CudaBackend, SummaryWithNanMatchesCpu) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(1);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    const int nsets = 2, set = 1;
+    for (int64_t keys : {(int64_t)1, (int64_t)5, (int64_t)1000, (int64_t)256 * 256 * 3 + 17}) {
+        const Vec base = random_vec((size_t)(keys * nsets), (unsigned)keys, -2.0f, 2.0f);
+        std::vector<uint8_t> seen((size_t)keys, 1);
+        if (keys > 1) seen[0] = 0;                       // first seen key is 1
+        if (keys > 4) seen[(size_t)keys / 2 + 1] = 0;
+        const int64_t first = keys > 1 ? 1 : 0;
+        // Which keys get a NaN: none, the first seen one, a middle one, the last, all.
+        std::vector<std::vector<int64_t>> cases = {{}, {first}, {keys / 2}, {keys - 1}, {}};
+        for (int64_t k = 0; k < keys; ++k) cases.back().push_back(k);
+        if (keys > 2) cases.push_back({first, keys - 1});
+        for (size_t c = 0; c < cases.size(); ++c) {
+            Vec table = base;
+            for (int64_t k : cases[c]) table[(size_t)(k * nsets + set)] = NAN;
+            Dev dt(table), ds(seen);
+            fngd_coef_summary_t sc, sg;
+            ASSERT_EQ(b.cpu->summarize_coefs(b.cc, table.data(), seen.data(), keys, nsets, set,
+                                             &sc, nullptr, &b.err), FNGD_SUCCESS);
+            ASSERT_EQ(b.gpu->summarize_coefs(b.gc, dt.f(), (const uint8_t*)ds.p, keys, nsets,
+                                             set, &sg, nullptr, &b.err), FNGD_SUCCESS)
+                << b.err.msg;
+            const std::string what = "keys " + std::to_string(keys) + " case " + std::to_string(c);
+            EXPECT_EQ(sg.count, sc.count) << what;
+            EXPECT_EQ(std::isnan(sg.min), std::isnan(sc.min)) << what;
+            EXPECT_EQ(std::isnan(sg.max), std::isnan(sc.max)) << what;
+            if (!std::isnan(sc.min)) EXPECT_EQ(sg.min, sc.min) << what;
+            if (!std::isnan(sc.max)) EXPECT_EQ(sg.max, sc.max) << what;
+            EXPECT_EQ(std::isnan(sg.sum), std::isnan(sc.sum)) << what;
+            // count doubles (exact floats, |v| <= 2) in another order: |diff| <= 2 * count *
+            // DBL_EPSILON * 2 * count.
+            if (!std::isnan(sc.sum))
+                EXPECT_NEAR(sg.sum, sc.sum, 4.0 * (double)sc.count * DBL_EPSILON * sc.count + DBL_MIN)
+                    << what;
+        }
+    }
+}
+
+// The id staging cache keys on the stream handle. A stream destroyed and replaced by a new
+// one (which the runtime may give the same handle value) must still gather what was scattered.
+TEST(CudaBackend, GatherAfterStreamReplacementSeesScatteredIds) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    const int N = 9, nsets = 1;
+    const int64_t keys = 40;
+    Backends b(N);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    Dev dt((size_t)keys * nsets * sizeof(float)), ds((size_t)keys);
+    const std::vector<int64_t> ids = {31, 2, 17, 5, 39, 0, 22, 11, 8};
+    for (int round = 0; round < 4; ++round) {
+        cudaStream_t s;  // blocking: ordered after the test's legacy-stream copies
+        ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+        const Vec alpha = random_vec(N, 500 + round);
+        Dev da(alpha), dout((size_t)N * sizeof(float));
+        ASSERT_EQ(b.gpu->scatter_coefs(b.gc, dt.f(), (uint8_t*)ds.p, nsets, 0, ids.data(), 0, N,
+                                       da.f(), s, &b.err), FNGD_SUCCESS) << b.err.msg;
+        ASSERT_EQ(b.gpu->gather_coefs(b.gc, dt.f(), (const uint8_t*)ds.p, nsets, 0, ids.data(),
+                                      0, N, FNGD_FALLBACK_UNIFORM, nullptr, 1.0f, dout.f(),
+                                      nullptr, 0, s, &b.err), FNGD_SUCCESS) << b.err.msg;
+        ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+        EXPECT_EQ(dout.get<float>(N), alpha) << "round " << round;
+        ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
+    }
 }
 
 // ---- nonfinite check, SGD update, copy -------------------------------------------------------------
@@ -743,6 +840,64 @@ TEST(CudaBackend, MultiEpochRunMatchesCpuBackend) {
         EXPECT_NEAR(gpu.stats.coef_mean, cpu.stats.coef_mean,
                     rel * std::max(std::fabs(cpu.stats.coef_max), std::fabs(cpu.stats.coef_min)));
     }
+}
+
+// Every call leaves the caller's current device as it found it. The handle lives on device 0
+// while the caller's thread works on the last device: with two or more GPUs the backend must
+// switch for each call and switch back; with one GPU this checks that nothing moves it.
+TEST(CudaBackend, CallsKeepTheCallersCurrentDevice) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    int count = 0;
+    ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+    const int other = count - 1;
+    auto current = [] {
+        int d = -1;
+        EXPECT_EQ(cudaGetDevice(&d), cudaSuccess);
+        return d;
+    };
+    const int N = 5;
+    ASSERT_EQ(cudaSetDevice(0), cudaSuccess);  // the handle's buffers live on device 0
+    fngd_layer_desc_t d = fngd_linear_desc(6, 4, 1);
+    fngd_ref_geom_t g;
+    ASSERT_EQ(fngd_ref_geometry(&d, &g), 0);
+    Dev gw(g.n_weight * sizeof(float)), gb(g.n_bias * sizeof(float));
+    Dev x(random_vec((size_t)(N * g.in_per_sample), 61)),
+        go(random_vec((size_t)(N * g.out_per_sample), 62));
+    d.grad_weight = gw.f();
+    d.grad_bias = gb.f();
+    const fngd_layer_batch_t batch = {x.f(), go.f()};
+
+    ASSERT_EQ(cudaSetDevice(other), cudaSuccess);
+    fngd_config_t cfg;
+    fngd_config_init(&cfg);
+    cfg.backend = FNGD_BACKEND_CUDA;
+    cfg.device = 0;
+    cfg.max_batch = N;
+    cfg.num_samples = N;
+    cfg.output = FNGD_OUTPUT_WRITE_GRAD;
+    fngd_handle_t h = nullptr;
+    ASSERT_EQ(fngd_create(&cfg, &h), FNGD_SUCCESS) << fngd_get_last_error(nullptr);
+    EXPECT_EQ(current(), other) << "after fngd_create";
+    ASSERT_EQ(fngd_add_layer(h, &d, nullptr), FNGD_SUCCESS) << fngd_get_last_error(h);
+    ASSERT_EQ(fngd_prepare(h), FNGD_SUCCESS) << fngd_get_last_error(h);
+    EXPECT_EQ(current(), other) << "after fngd_prepare";
+    const std::vector<int64_t> ids = {4, 0, 3, 1, 2};
+    for (int epoch = 0; epoch < 2; ++epoch) {  // collect, then reuse
+        ASSERT_EQ(fngd_step(h, N, ids.data(), &batch, nullptr, nullptr), FNGD_SUCCESS)
+            << fngd_get_last_error(h);
+        EXPECT_EQ(current(), other) << "after fngd_step, epoch " << epoch;
+        ASSERT_EQ(fngd_end_epoch(h, nullptr), FNGD_SUCCESS) << fngd_get_last_error(h);
+        EXPECT_EQ(current(), other) << "after fngd_end_epoch, epoch " << epoch;
+    }
+    fngd_stats_t st;
+    std::memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    ASSERT_EQ(fngd_get_stats(h, &st), FNGD_SUCCESS);
+    EXPECT_EQ(st.steps_total, 2);
+    ASSERT_EQ(fngd_destroy(h), FNGD_SUCCESS);
+    EXPECT_EQ(current(), other) << "after fngd_destroy";
+    ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+    for (float v : gw.get<float>(g.n_weight)) EXPECT_TRUE(std::isfinite(v));
 }
 
 // A reuse-phase fngd_step captured into a CUDA graph on a non-default stream replays to the
