@@ -27,8 +27,9 @@ static size_t op_bytes(const fngd_layer_t* l, int N, cpu_op_t op, size_t c) {
     case OP_POSITION: /* all rows of A and E (conv), S_A and S_E: c*T x N*T each */
         return (conv ? cpu_ws_piece(n * T * p) + cpu_ws_piece(n * T * q) : 0) +
                2 * cpu_ws_piece(c * T * n * T);
-    case OP_REDUCE: /* scaled rows of E and patches (conv) of c samples */
-        return cpu_ws_piece(c * T * q) + (conv ? cpu_ws_piece(c * T * p) : 0);
+    case OP_REDUCE: /* scaled rows of E, patches (conv), ones (bias) of c samples */
+        return cpu_ws_piece(c * T * q) + (conv ? cpu_ws_piece(c * T * p) : 0) +
+               (bias ? cpu_ws_piece(c * T) : 0);
     }
     return 0;
 }

@@ -1,22 +1,11 @@
 /* weighted_grad: out = scale * sum_i alpha_i g_i as one reduction, never forming the g_i
  * (METHOD.md section 4, last part). LINEAR/CONV2D: scale the T rows of E_i by alpha_i*scale
  * (DE), then out_w = DE^T A (one GEMM over the rows of a sample chunk; one chunk unless the
- * workspace budget forces more) and out_b = DE^T 1 (column sums of DE, no ones vector to fill
- * on every call). NORM_AFFINE: direct sums. GENERIC: out_w = scale * G^T alpha. */
+ * workspace budget forces more) and out_b = DE^T 1. NORM_AFFINE: direct sums. GENERIC:
+ * out_w = scale * G^T alpha. */
 #include <cblas.h>
 
 #include "cpu_internal.h"
-
-/* out_b = (first ? 0 : out_b) + the column sums of the rows x q matrix DE, row by row so the
- * inner loop runs over contiguous channels (vectorised). */
-static void add_column_sums(const float* DE, int rows, int q, int first, float* out_b) {
-    if (first)
-        for (int o = 0; o < q; ++o) out_b[o] = 0.0f;
-    for (int r = 0; r < rows; ++r) {
-        const float* d = DE + (int64_t)r * q;
-        for (int o = 0; o < q; ++o) out_b[o] += d[o];
-    }
-}
 
 static void reduce_matmul(const fngd_layer_t* layer, const fngd_layer_batch_t* batch, int N,
                           const float* alpha, float scale, float* out_w, float* out_b,
@@ -28,6 +17,8 @@ static void reduce_matmul(const fngd_layer_t* layer, const fngd_layer_batch_t* b
     cpu_ws_t w = {(char*)ws};
     float* DE = cpu_ws_take(&w, (size_t)nb * T * q);
     float* Abuf = conv ? cpu_ws_take(&w, (size_t)nb * T * p) : NULL;
+    float* ones = bias ? cpu_ws_take(&w, (size_t)nb * T) : NULL;
+    if (ones) cpu_fill(ones, (size_t)nb * T, 1.0f);
 
     for (int i0 = 0; i0 < N; i0 += nb) {
         const int nbi = N - i0 < nb ? N - i0 : nb;
@@ -50,7 +41,8 @@ static void reduce_matmul(const fngd_layer_t* layer, const fngd_layer_batch_t* b
         const float beta = i0 == 0 ? 0.0f : 1.0f;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, q, p, rows, 1.0f, DE, q, A, p, beta,
                     out_w, p);
-        if (bias) add_column_sums(DE, rows, q, i0 == 0, out_b);
+        if (bias)
+            cblas_sgemv(CblasRowMajor, CblasTrans, rows, q, 1.0f, DE, q, ones, 1, beta, out_b, 1);
     }
 }
 
