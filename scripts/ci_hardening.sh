@@ -88,7 +88,7 @@ SUPP
       --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
       "$OUT/valgrind/tests/fngd_tests" --gtest_filter="$VALGRIND_FILTER" >"$vg_log" 2>&1
   rc=$?
-  tests=$(grep -E "^\[  PASSED  \]" "$vg_log" | tail -1 | sed 's/\[  PASSED  \] //')
+  tests=$(grep -E "^\[  PASSED  \]" "$vg_log" | tail -1 | sed -e 's/\[  PASSED  \] //' -e 's/\.$//')
   errors=$(grep -E "ERROR SUMMARY" "$vg_log" | tail -1 | sed 's/.*ERROR SUMMARY: \([0-9]*\) errors.*suppressed: \([0-9]*\).*/\1 errors (\2 suppressed in GoogleTest parameter printing)/')
   lost=$(grep -E "definitely lost:" "$vg_log" | tail -1 | sed 's/.*definitely lost: //')
   detail="filter \`$VALGRIND_FILTER\`: ${tests:-no tests passed}; ${errors:-? errors}; definitely lost ${lost:-0 bytes}"
