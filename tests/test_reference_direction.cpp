@@ -101,6 +101,8 @@ struct Case {
     bool custom_rhs = false;
     size_t max_workspace_bytes = 0;  // 0: the default; small values force chunked work
 };
+// GoogleTest names parameters by this instead of dumping their raw bytes (padding included).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 fngd_layer_desc_t linear(int in, int out, int bias, int T) {
     fngd_layer_desc_t d = fngd_linear_desc(in, out, bias);
