@@ -363,7 +363,8 @@ FNGD_API fngd_status_t fngd_get_coefficients(fngd_handle_t handle, int set, int6
 /* Format: versioned little-endian binary with a CRC-32 checksum, documented in README.md.     */
 /* Loading validates the whole image before touching anything: a file of another format      */
 /* version, another configuration or layer set, or a truncated or corrupted one returns a      */
-/* clear status and leaves the live state unchanged. All of these calls block.                 */
+/* clear status and leaves the live state unchanged. All of these calls block, ordered after   */
+/* the stream of the last enqueuing call (as fngd_get_stats).                                   */
 
 /** Bytes fngd_save_state needs for this handle's current state. */
 FNGD_API fngd_status_t fngd_state_size(fngd_handle_t handle, size_t* bytes);

@@ -117,7 +117,7 @@ static fngd_status_t put_backend_floats(fngd_handle_t h, fngd_wcursor_t* w, cons
         memset(b, 0, (size_t)n * 4);
         return FNGD_SUCCESS;
     }
-    FNGD_TRY(h->ops->download(h->ctx, b, src, (size_t)n * 4, NULL, &h->err));
+    FNGD_TRY(h->ops->download(h->ctx, b, src, (size_t)n * 4, h->last_stream, &h->err));
     floats_to_le(b, n);
     return FNGD_SUCCESS;
 }
@@ -164,7 +164,7 @@ static fngd_status_t put_sections(fngd_handle_t h, fngd_wcursor_t* w, const stat
     int64_t fallback_ids = 0;
     if (h->prepared)
         FNGD_TRY(h->ops->download(h->ctx, &fallback_ids, h->fallback_count, sizeof fallback_ids,
-                                  NULL, &h->err));
+                                  h->last_stream, &h->err));
     section_header(w, FNGD_STATE_SECTION_COUNTERS, 1, FNGD_STATE_COUNTERS_BYTES);
     fngd_w_i32(w, k->epoch);
     fngd_w_u32(w, (uint32_t)k->phase);
@@ -183,7 +183,8 @@ static fngd_status_t put_sections(fngd_handle_t h, fngd_wcursor_t* w, const stat
     section_header(w, FNGD_STATE_SECTION_COEF_SEEN, 1, p->n_seen);
     uint8_t* seen = fngd_w_take(w, (size_t)p->n_seen);
     if (seen && h->prepared)
-        FNGD_TRY(h->ops->download(h->ctx, seen, h->coef_seen, (size_t)p->n_seen, NULL, &h->err));
+        FNGD_TRY(h->ops->download(h->ctx, seen, h->coef_seen, (size_t)p->n_seen, h->last_stream,
+                                  &h->err));
     else if (seen)
         memset(seen, 0, (size_t)p->n_seen);
 
@@ -482,7 +483,7 @@ static void free_staged(fngd_handle_t h, staged_state_t* s) {
 
 static fngd_status_t stage_array(fngd_handle_t h, void** dst, const void* src, size_t bytes) {
     FNGD_TRY(h->ops->alloc(h->ctx, bytes, dst, &h->err));
-    return h->ops->upload(h->ctx, *dst, src, bytes, NULL, &h->err);
+    return h->ops->upload(h->ctx, *dst, src, bytes, h->last_stream, &h->err);
 }
 
 static fngd_status_t stage(fngd_handle_t h, const state_plan_t* p, const decoded_state_t* d,
