@@ -1,6 +1,8 @@
 #include "bench_cpu_sgd.h"
 
 #include <cblas.h>
+
+#include "cpu_internal.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +27,8 @@ int bench_sgd_init(bench_sgd_t* s, const fngd_layer_desc_t* d, int N) {
     memset(s, 0, sizeof(*s));
     s->desc = *d;
     s->N = N;
+    char msg[256];
+    if (fngd_layer_init(&s->layer, d, msg, sizeof msg) != FNGD_SUCCESS) return 1;
     if (d->kind == FNGD_LAYER_CONV2D) {
         s->out_h = conv_out(d->in_h, d->kernel_h, d->pad_h, d->stride_h, d->dilation_h);
         s->out_w = conv_out(d->in_w, d->kernel_w, d->pad_w, d->stride_w, d->dilation_w);
@@ -58,43 +62,6 @@ int bench_sgd_init(bench_sgd_t* s, const fngd_layer_desc_t* d, int N) {
     return 0;
 }
 
-/* Patches as rows: row (i*T + t), column c*kh*kw + ki*kw + kj (the weight's layout). */
-static void im2col_rows(const bench_sgd_t* s, const float* x) {
-    const fngd_layer_desc_t* d = &s->desc;
-    const int C = d->in_channels, H = d->in_h, W = d->in_w, kh = d->kernel_h, kw = d->kernel_w;
-    for (int i = 0; i < s->N; ++i) {
-        const float* xi = x + (size_t)i * C * H * W;
-        for (int oh = 0; oh < s->out_h; ++oh)
-            for (int ow = 0; ow < s->out_w; ++ow) {
-                float* row = s->col + ((size_t)i * s->T + (size_t)oh * s->out_w + ow) * s->p;
-                for (int c = 0; c < C; ++c)
-                    for (int ki = 0; ki < kh; ++ki) {
-                        int h = oh * d->stride_h - d->pad_h + ki * d->dilation_h;
-                        float* dst = row + (c * kh + ki) * kw;
-                        if (h < 0 || h >= H) {
-                            memset(dst, 0, (size_t)kw * sizeof(float));
-                            continue;
-                        }
-                        const float* src = xi + ((size_t)c * H + h) * W;
-                        for (int kj = 0; kj < kw; ++kj) {
-                            int w = ow * d->stride_w - d->pad_w + kj * d->dilation_w;
-                            dst[kj] = (w >= 0 && w < W) ? src[w] : 0.0f;
-                        }
-                    }
-            }
-    }
-}
-
-/* grad_output N x q x T  ->  rows (N*T) x q. */
-static void transpose_grad(const bench_sgd_t* s, const float* e) {
-    for (int i = 0; i < s->N; ++i) {
-        const float* ei = e + (size_t)i * s->q * s->T;
-        float* dst = s->erows + (size_t)i * s->T * s->q;
-        for (int o = 0; o < s->q; ++o)
-            for (int t = 0; t < s->T; ++t) dst[(size_t)t * s->q + o] = ei[(size_t)o * s->T + t];
-    }
-}
-
 static void momentum_update(float* w, float* m, const float* g, size_t n, float lr, float mu) {
     for (size_t k = 0; k < n; ++k) {
         m[k] = mu * m[k] + g[k];
@@ -107,8 +74,8 @@ void bench_sgd_step(bench_sgd_t* s, const float* input, const float* grad_output
     const int rows = s->N * s->T;
     const float *A = input, *E = grad_output;
     if (s->desc.kind == FNGD_LAYER_CONV2D) {
-        im2col_rows(s, input);
-        transpose_grad(s, grad_output);
+        cpu_im2col(&s->layer, input, 0, s->N, s->col);
+        cpu_conv_rows(&s->layer, grad_output, 0, s->N, NULL, 1.0f, s->erows);
         A = s->col;
         E = s->erows;
     }

@@ -1,17 +1,19 @@
 /* The SGD baseline of the CPU step benchmark: the plain weight gradient of one LINEAR or
  * CONV2D layer from its input and output gradient, computed as a framework's CPU backend does
  * (im2col, then one SGEMM over all N*T rows; bias as a column sum), then the momentum update.
- * Written independently of libfngd, with the same BLAS, so that the ratios compare the
- * library with an equally good plain implementation. */
+ * It uses the CPU backend's own im2col and gradient-transpose helpers and the same BLAS, so the
+ * ratios compare the FNGD step with an equally fast plain one (no weaker baseline). */
 #ifndef FNGD_BENCH_CPU_SGD_H
 #define FNGD_BENCH_CPU_SGD_H
 
 #include <stdint.h>
 
 #include "fngd.h"
+#include "layer.h"
 
 typedef struct bench_sgd {
     fngd_layer_desc_t desc;
+    fngd_layer_t layer;         /* the library's geometry of the layer */
     int N, T, p, q, out_h, out_w;
     float *col, *erows, *ones;  /* workspace: patches (N*T x p), E as rows (N*T x q), ones */
     float *weight, *bias;       /* parameters (q x p, q) */
