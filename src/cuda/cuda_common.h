@@ -11,7 +11,7 @@
 #include "cuda_device_guard.h"
 #include "error.h"
 #include "kernels/coef_summary.cuh"
-#include "nvtx.h"
+#include "nvtx_range.h"
 
 /* Host ids of scatter/gather are staged through a ring of pinned slots (see cuda_ids.cu). */
 #define FNGD_CUDA_ID_RING 4

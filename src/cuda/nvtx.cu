@@ -1,6 +1,6 @@
 /* NVTX3 ranges of the CUDA backend, in one domain "libfngd". Header-only NVTX3: the tool
  * library is loaded only when a profiler injects it, so an unprofiled run pays one branch. */
-#include "nvtx.h"
+#include "nvtx_range.h"
 
 #ifndef FNGD_NO_NVTX
 #include <cstdlib>
