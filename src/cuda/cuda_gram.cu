@@ -3,37 +3,13 @@
  * accumulates K with SYRK; POSITION forms A A^T and E E^T one sample row block at a time and
  * reduces their Hadamard product block by block without storing it. cuBLAS is column-major:
  * a row-major r x c array is used as a column-major c x r matrix throughout. */
+#include "cuda_layer_params.h"
 #include "cuda_plan.h"
-#include "kernels/im2col.cuh"
-#include "kernels/norm_grads.cuh"
 #include "kernels/position_gram.cuh"
 #include "kernels/stage_grad.cuh"
 #include "kernels/symmetrize.cuh"
 
 namespace {
-fngd_im2col_params im2col_of(const fngd_layer_t* L, const float* x, float* cols, int n)
-{
-    const fngd_layer_desc_t& d = L->desc;
-    fngd_im2col_params P;
-    P.x = x;
-    P.cols = cols;
-    P.n = n;
-    P.C = d.in_channels;
-    P.H = d.in_h;
-    P.W = d.in_w;
-    P.kh = d.kernel_h;
-    P.kw = d.kernel_w;
-    P.sh = d.stride_h;
-    P.sw = d.stride_w;
-    P.ph = d.pad_h;
-    P.pw = d.pad_w;
-    P.dh = d.dilation_h;
-    P.dw = d.dilation_w;
-    P.out_h = L->out_h;
-    P.out_w = L->out_w;
-    return P;
-}
-
 /* K (+)= alpha * X X^T for X row-major n x k (ld ldx): lower triangle of column-major K. */
 fngd_status_t syrk_rows(fngd_backend_ctx_t* ctx, const float* X, int n, int64_t k, int64_t ldx,
                         float alpha, float beta, float* K, fngd_err_t* err)
@@ -49,12 +25,7 @@ fngd_status_t syrk_rows(fngd_backend_ctx_t* ctx, const float* X, int n, int64_t 
 fngd_status_t bias_rows(const fngd_layer_t* L, const float* go, int N, float* Pb,
                         cudaStream_t s, fngd_err_t* err)
 {
-    fngd_norm_grads_params B = {};
-    B.dy = go;
-    B.n = N;
-    B.C = L->q;
-    B.T = L->T;
-    B.channels_last = L->kind == FNGD_LAYER_LINEAR;
+    fngd_norm_grads_params B = fngd_cuda_norm_params(L, nullptr, go, N);
     B.scale = 1.0f;
     B.out_b = Pb;
     B.ld = L->q;
@@ -86,8 +57,9 @@ fngd_status_t gram_materialize(fngd_backend_ctx_t* ctx, const fngd_layer_t* L,
             for (int i0 = 0; i0 < N; i0 += plan.nc) {
                 const int ni = N - i0 < plan.nc ? N - i0 : plan.nc;
                 if (!cols_ready) {
-                    FNGD_CUDA_TRY(err, fngd_launch_im2col(
-                                           im2col_of(L, batch->input + i0 * in_ps, B.cols, ni), s));
+                    const fngd_im2col_params I =
+                        fngd_cuda_im2col_params(L, batch->input + i0 * in_ps, B.cols, ni);
+                    FNGD_CUDA_TRY(err, fngd_launch_im2col(I, s));
                     cols_ready = plan.nc >= N; /* the whole batch stays valid across chunks */
                 }
                 /* P_i^T (p x qn) = cols_i^T (p x T) * G_i^T (T x qn), G_i = go_i rows o0.. */
@@ -117,7 +89,8 @@ fngd_status_t gram_position(fngd_backend_ctx_t* ctx, const fngd_layer_t* L,
     const float* A = batch->input;
     const float* E = batch->grad_output;
     if (L->kind == FNGD_LAYER_CONV2D) {
-        FNGD_CUDA_TRY(err, fngd_launch_im2col(im2col_of(L, batch->input, B.cols, N), s));
+        const fngd_im2col_params I = fngd_cuda_im2col_params(L, batch->input, B.cols, N);
+        FNGD_CUDA_TRY(err, fngd_launch_im2col(I, s));
         fngd_stage_grad_params G = {batch->grad_output, B.E, nullptr, 1.0f, N, T, q, 1};
         FNGD_CUDA_TRY(err, fngd_launch_stage_grad(G, s));
         A = B.cols;
@@ -186,13 +159,8 @@ fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* 
         FNGD_TRY(gram_materialize(ctx, layer, batch, N, scale2, K, accumulate, plan, B, s, err));
         break;
     case FNGD_LAYER_NORM_AFFINE: {
-        fngd_norm_grads_params P = {};
-        P.xhat = batch->input;
-        P.dy = batch->grad_output;
-        P.n = N;
-        P.C = layer->q;
-        P.T = layer->T;
-        P.channels_last = layer->desc.channels_last;
+        fngd_norm_grads_params P =
+            fngd_cuda_norm_params(layer, batch->input, batch->grad_output, N);
         P.scale = 1.0f;
         P.out_w = B.P;
         P.out_b = layer->n_bias ? B.P + layer->n_weight : nullptr;

@@ -2,32 +2,16 @@
  * (METHOD.md section 4, last part). For linear and conv layers the per-sample weights and the
  * scale are folded into the staging of E (transpose-scale kernel), leaving exactly the
  * weight-gradient GEMM  out_w^T (p x q) = A^T (p x NT) * (D E) (NT x q). */
+#include "cuda_layer_params.h"
 #include "cuda_plan.h"
-#include "kernels/im2col.cuh"
-#include "kernels/norm_grads.cuh"
 #include "kernels/stage_grad.cuh"
 
 namespace {
-fngd_im2col_params conv_im2col(const fngd_layer_t* L, const float* x, float* cols, int n)
-{
-    const fngd_layer_desc_t& d = L->desc;
-    fngd_im2col_params P = {x,          cols,       n,          d.in_channels, d.in_h,
-                            d.in_w,     d.kernel_h, d.kernel_w, d.stride_h,    d.stride_w,
-                            d.pad_h,    d.pad_w,    d.dilation_h, d.dilation_w, L->out_h,
-                            L->out_w};
-    return P;
-}
-
 /* out_b[o] = scale * sum_i alpha_i sum_t E_i[t, o], straight from grad_output. */
 fngd_status_t weighted_bias(const fngd_layer_t* L, const float* go, int N, const float* alpha,
                             float scale, float* out_b, cudaStream_t s, fngd_err_t* err)
 {
-    fngd_norm_grads_params B = {};
-    B.dy = go;
-    B.n = N;
-    B.C = L->q;
-    B.T = L->T;
-    B.channels_last = L->kind == FNGD_LAYER_LINEAR;
+    fngd_norm_grads_params B = fngd_cuda_norm_params(L, nullptr, go, N);
     B.alpha = alpha;
     B.scale = scale;
     B.out_b = out_b;
@@ -69,7 +53,8 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
                          "weighted_grad: %lld rows exceed the cuBLAS int range", (long long)k);
             const float* A = batch->input + (int64_t)i0 * L->in_per_sample;
             if (conv) {
-                FNGD_CUDA_TRY(err, fngd_launch_im2col(conv_im2col(L, A, B.cols, ni), s));
+                const fngd_im2col_params I = fngd_cuda_im2col_params(L, A, B.cols, ni);
+                FNGD_CUDA_TRY(err, fngd_launch_im2col(I, s));
                 A = B.cols;
             }
             fngd_stage_grad_params G = {batch->grad_output + (int64_t)i0 * L->out_per_sample,
@@ -84,13 +69,8 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
         return FNGD_SUCCESS;
     }
     case FNGD_LAYER_NORM_AFFINE: {
-        fngd_norm_grads_params P = {};
-        P.xhat = batch->input;
-        P.dy = batch->grad_output;
-        P.n = N;
-        P.C = L->q;
-        P.T = L->T;
-        P.channels_last = L->desc.channels_last;
+        fngd_norm_grads_params P =
+            fngd_cuda_norm_params(L, batch->input, batch->grad_output, N);
         P.alpha = alpha;
         P.scale = scale;
         P.out_w = out_w;
