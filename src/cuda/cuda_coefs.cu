@@ -4,6 +4,32 @@
 #include "kernels/coef_summary.cuh"
 #include "kernels/coefs.cuh"
 
+namespace {
+/* The part scatter and gather share: on the context's device, stage the host ids (if any)
+ * into a ring slot, fill the key fields of the kernel parameters, launch, and release the
+ * slot once the launch is enqueued (also when it failed). P's other fields are the caller's. */
+template <class Params>
+fngd_status_t launch_keyed(fngd_backend_ctx_t* ctx, Params& P,
+                           cudaError_t (*launch)(const Params&, cudaStream_t), int nsets,
+                           int set, const int64_t* ids, int64_t key_offset, int N,
+                           fngd_stream_t stream, fngd_err_t* err)
+{
+    const cudaStream_t s = fngd_cuda_stream(stream);
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
+    int slot = -1;
+    FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
+    P.nsets = nsets;
+    P.set = set;
+    P.key_offset = key_offset;
+    P.n = N;
+    const cudaError_t e = launch(P, s);
+    FNGD_TRY(fngd_cuda_release_ids(ctx, slot, s, err));
+    FNGD_CUDA_TRY(err, e);
+    return FNGD_SUCCESS;
+}
+}  // namespace
+
 fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                       int nsets, int set, const int64_t* ids, int64_t key_offset,
                                       int N, const float* alpha, fngd_stream_t stream,
@@ -11,23 +37,12 @@ fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uin
 {
     fngd_nvtx_range r("scatter");
     if (N <= 0) return FNGD_SUCCESS;
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
     fngd_coef_scatter_params P;
-    int slot = -1;
-    FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
     P.table = table;
     P.seen = seen;
-    P.nsets = nsets;
-    P.set = set;
-    P.key_offset = key_offset;
-    P.n = N;
     P.alpha = alpha;
-    const cudaError_t e = fngd_launch_coef_scatter(P, s);
-    FNGD_TRY(fngd_cuda_release_ids(ctx, slot, s, err));
-    FNGD_CUDA_TRY(err, e);
-    return FNGD_SUCCESS;
+    return launch_keyed(ctx, P, fngd_launch_coef_scatter, nsets, set, ids, key_offset, N, stream,
+                        err);
 }
 
 fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
@@ -44,27 +59,16 @@ fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table
     /* As the CPU backend: a count request without a counter is an error, not a silent skip. */
     FNGD_REQUIRE(err, !count || fallback_count != NULL, FNGD_ERROR_INVALID_ARGUMENT,
                  "gather_coefs: fallback counter is NULL");
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
     fngd_coef_gather_params P;
-    int slot = -1;
-    FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
     P.table = table;
     P.seen = seen;
-    P.nsets = nsets;
-    P.set = set;
-    P.key_offset = key_offset;
-    P.n = N;
     P.uniform = fallback_kind == FNGD_FALLBACK_UNIFORM;
     P.fallback = fallback;
     P.out_scale = out_scale;
     P.out = out;
     P.fallback_count = count ? fallback_count : NULL;
-    const cudaError_t e = fngd_launch_coef_gather(P, s);
-    FNGD_TRY(fngd_cuda_release_ids(ctx, slot, s, err));
-    FNGD_CUDA_TRY(err, e);
-    return FNGD_SUCCESS;
+    return launch_keyed(ctx, P, fngd_launch_coef_gather, nsets, set, ids, key_offset, N, stream,
+                        err);
 }
 
 fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
