@@ -150,6 +150,17 @@ class BadInput : public ::testing::Test {
         EXPECT_EQ(a.phase, b.phase);
     }
 
+    // Loss weights asked for where there are none (per-layer mode, or before the reuse
+    // phase): refused with INVALID_STATE, the output array untouched, nothing else changed.
+    void expect_loss_weights_invalid_state() {
+        std::vector<float> w((size_t)kN, 42.0f);
+        Snapshot s = snap();
+        expect_rejected(fngd_get_loss_weights(h, kN, ids.data(), w.data(), nullptr),
+                        FNGD_ERROR_INVALID_STATE, s, false);
+        for (float x : w) EXPECT_EQ(42.0f, x);
+        expect_same_future();
+    }
+
     fngd_status_t step_with(std::vector<fngd_layer_batch_t> b, int n, const int64_t* id,
                             const float* rhs = nullptr) {
         return fngd_step(h, n, id, b.data(), rhs, nullptr);
@@ -438,22 +449,12 @@ TEST_F(BadInput, EndEpochWithoutStep) {
 
 TEST_F(BadInput, LossWeightsInPerLayerMode) {
     init(FNGD_COEF_PER_LAYER, /*reuse=*/true);
-    std::vector<float> w((size_t)kN, 42.0f);
-    Snapshot s = snap();
-    expect_rejected(fngd_get_loss_weights(h, kN, ids.data(), w.data(), nullptr),
-                    FNGD_ERROR_INVALID_STATE, s, false);
-    for (float x : w) EXPECT_EQ(42.0f, x);
-    expect_same_future();
+    expect_loss_weights_invalid_state();
 }
 
 TEST_F(BadInput, LossWeightsInCollectPhase) {
     init(FNGD_COEF_GLOBAL, /*reuse=*/false);
-    std::vector<float> w((size_t)kN, 42.0f);
-    Snapshot s = snap();
-    expect_rejected(fngd_get_loss_weights(h, kN, ids.data(), w.data(), nullptr),
-                    FNGD_ERROR_INVALID_STATE, s, false);
-    for (float x : w) EXPECT_EQ(42.0f, x);
-    expect_same_future();
+    expect_loss_weights_invalid_state();
 }
 
 TEST_F(BadInput, LossWeightsBadArguments) {
