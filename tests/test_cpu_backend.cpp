@@ -18,42 +18,17 @@
 
 #include "alloc.h"
 #include "backend.h"
+#include "backend_test_util.h"
 #include "cpu/cpu_internal.h"
 #include "layer.h"
+
+using namespace fngd_test;
 
 namespace {
 
 const float kEps = FLT_EPSILON;
 
-using Vec = std::vector<float>;
-using DVec = std::vector<double>;
-
-Vec random_vec(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
-    std::mt19937 gen(seed);
-    std::uniform_real_distribution<float> dist(lo, hi);
-    Vec v(n);
-    for (auto& x : v) x = dist(gen);
-    return v;
-}
-
 // ---- layer descriptors used throughout -------------------------------------------------------
-struct Case {
-    std::string name;
-    fngd_layer_desc_t desc;
-};
-
-fngd_layer_desc_t conv_desc(int cin, int cout, int h, int w, int kh, int kw, int sh, int sw, int ph,
-                            int pw, int dh, int dw, int bias) {
-    fngd_layer_desc_t d = fngd_conv2d_desc(cin, cout, h, w, kh, kw, bias);
-    d.stride_h = sh;
-    d.stride_w = sw;
-    d.pad_h = ph;
-    d.pad_w = pw;
-    d.dilation_h = dh;
-    d.dilation_w = dw;
-    return d;
-}
-
 std::vector<Case> matmul_cases() {
     std::vector<Case> c;
     fngd_layer_desc_t d = fngd_linear_desc(5, 3, 0);
@@ -85,17 +60,6 @@ std::vector<Case> other_cases() {
     c.push_back({"norm_channels_last_noshift", d});
     c.push_back({"generic_11", fngd_generic_desc(11)});
     return c;
-}
-
-fngd_layer_t make_layer(const fngd_layer_desc_t& d, fngd_gram_method_t method) {
-    fngd_layer_t l;
-    char msg[256] = {0};
-    EXPECT_EQ(fngd_layer_init(&l, &d, msg, sizeof msg), FNGD_SUCCESS) << msg;
-    if (l.kind == FNGD_LAYER_LINEAR || l.kind == FNGD_LAYER_CONV2D)
-        l.method = method;
-    else
-        l.method = FNGD_GRAM_MATERIALIZE;
-    return l;
 }
 
 // ---- naive per-sample gradients from the definitions ------------------------------------------

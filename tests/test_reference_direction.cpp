@@ -109,17 +109,6 @@ fngd_layer_desc_t linear(int in, int out, int bias, int T) {
     d.positions = T;
     return d;
 }
-fngd_layer_desc_t conv(int ci, int co, int h, int w, int kh, int kw, int bias, int stride_h,
-                       int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
-    fngd_layer_desc_t d = fngd_conv2d_desc(ci, co, h, w, kh, kw, bias);
-    d.stride_h = stride_h;
-    d.stride_w = stride_w;
-    d.pad_h = pad_h;
-    d.pad_w = pad_w;
-    d.dilation_h = dil_h;
-    d.dilation_w = dil_w;
-    return d;
-}
 fngd_layer_desc_t norm(int C, int T, int shift, int channels_last) {
     fngd_layer_desc_t d = fngd_norm_affine_desc(C, T, shift);
     d.channels_last = channels_last;
@@ -230,12 +219,12 @@ std::vector<Case> all_cases() {
         add("LinearNoBiasT3_N7", {linear(5, 3, 0, 3)}, 7);
         add("LinearN1", {linear(6, 3, 1, 3)}, 1);
         add("LinearN128", {linear(10, 6, 1, 1)}, 128);
-        add("ConvOdd_N7", {conv(3, 4, 5, 7, 3, 3, 1, 1, 1, 0, 0, 1, 1)}, 7);
-        add("ConvStride2Pad_N13", {conv(2, 3, 9, 8, 3, 3, 1, 2, 2, 1, 1, 1, 1)}, 13);
-        add("ConvDilation2_N7", {conv(2, 5, 9, 7, 3, 2, 0, 1, 1, 0, 1, 2, 2)}, 7);
-        add("ConvNonSquareMixed_N13", {conv(3, 2, 6, 11, 2, 3, 1, 2, 1, 1, 2, 1, 2)}, 13);
-        add("ConvN1", {conv(2, 3, 6, 5, 3, 3, 1, 2, 1, 1, 0, 1, 1)}, 1);
-        add("ConvN128", {conv(2, 3, 5, 5, 3, 3, 1, 2, 2, 1, 1, 1, 1)}, 128);
+        add("ConvOdd_N7", {conv_desc(3, 4, 5, 7, 3, 3, 1, 1, 0, 0, 1, 1, 1)}, 7);
+        add("ConvStride2Pad_N13", {conv_desc(2, 3, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1)}, 13);
+        add("ConvDilation2_N7", {conv_desc(2, 5, 9, 7, 3, 2, 1, 1, 0, 1, 2, 2, 0)}, 7);
+        add("ConvNonSquareMixed_N13", {conv_desc(3, 2, 6, 11, 2, 3, 2, 1, 1, 2, 1, 2, 1)}, 13);
+        add("ConvN1", {conv_desc(2, 3, 6, 5, 3, 3, 2, 1, 1, 0, 1, 1, 1)}, 1);
+        add("ConvN128", {conv_desc(2, 3, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1)}, 128);
     }
     auto add = [&](std::string name, std::vector<fngd_layer_desc_t> layers, int N) {
         Case c;
@@ -255,7 +244,7 @@ std::vector<Case> all_cases() {
     add("Generic_N128", {fngd_generic_desc(40)}, 128);
 
     // A small mixed model in every mode / damping / convention / rhs combination.
-    std::vector<fngd_layer_desc_t> mixed = {conv(2, 3, 7, 6, 3, 2, 1, 2, 1, 1, 0, 1, 1),
+    std::vector<fngd_layer_desc_t> mixed = {conv_desc(2, 3, 7, 6, 3, 2, 2, 1, 1, 0, 1, 1, 1),
                                             norm(3, 12, 1, 0), linear(8, 5, 1, 3),
                                             fngd_generic_desc(6), norm(5, 3, 0, 1)};
     for (int mode = 0; mode < 2; ++mode)
@@ -289,8 +278,8 @@ std::vector<Case> all_cases() {
             for (int N : {13, 128}) {
                 Case* c = add(std::string("Chunked") + (cap == 1 ? "Min" : "64K") + "_" +
                                   mname[mi] + "_N" + std::to_string(N),
-                              {conv(3, 4, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), linear(7, 5, 1, 3),
-                               norm(4, 6, 1, 1)},
+                              {conv_desc(3, 4, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+                               linear(7, 5, 1, 3), norm(4, 6, 1, 1)},
                               N);
                 c->method = methods[mi];
                 c->max_workspace_bytes = cap;
@@ -324,7 +313,8 @@ TEST(Direction, MeanLossEqualsPerSampleWithScaledInputs) {
         SCOPED_TRACE("N=" + std::to_string(N));
         Rng rng(77 + N);
         Model per, mean;
-        std::vector<fngd_layer_desc_t> layers = {linear(5, 4, 1, 2), conv(2, 2, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+        std::vector<fngd_layer_desc_t> layers = {linear(5, 4, 1, 2),
+                                                 conv_desc(2, 2, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1),
                                                  norm(3, 4, 1, 0), fngd_generic_desc(9)};
         for (auto& d : layers) {
             per.add(d);
@@ -406,8 +396,8 @@ Case random_case(Rng& rng, int k) {
             int h = (kh - 1) * dh + 1 - 2 * ph + pick(0, 5), w = (kw - 1) * dw + 1 - 2 * pw + pick(0, 5);
             // Always a bias: a stride can make every tap land in the padding, and a block whose
             // gradients are all zero has no well-defined trace-relative damping.
-            c.layers.push_back(conv(pick(1, 3), pick(1, 4), std::max(h, 1), std::max(w, 1), kh, kw,
-                                    1, pick(1, 3), pick(1, 3), ph, pw, dh, dw));
+            c.layers.push_back(conv_desc(pick(1, 3), pick(1, 4), std::max(h, 1), std::max(w, 1),
+                                         kh, kw, pick(1, 3), pick(1, 3), ph, pw, dh, dw, 1));
             fngd_ref_geom_t g;
             if (fngd_ref_geometry(&c.layers.back(), &g) != 0) c.layers.back() = linear(3, 2, 1, 1);
             break;

@@ -18,6 +18,7 @@
 
 #include "fngd.h"
 #include "fngd_reference.h"
+#include "test_descs.h"
 
 namespace fngd_test {
 

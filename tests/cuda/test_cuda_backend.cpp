@@ -23,23 +23,16 @@
 
 #include "alloc.h"
 #include "backend.h"
+#include "backend_test_util.h"
 #include "cuda/cuda_plan.h"
 #include "fngd_reference.h"
 #include "layer.h"
 
+using namespace fngd_test;
+
 namespace {
 
 const double kEps = FLT_EPSILON;
-using Vec = std::vector<float>;
-using DVec = std::vector<double>;
-
-Vec random_vec(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
-    std::mt19937 gen(seed);
-    std::uniform_real_distribution<float> dist(lo, hi);
-    Vec v(n);
-    for (auto& x : v) x = dist(gen);
-    return v;
-}
 
 Vec abs_vec(const Vec& v) {
     Vec a(v.size());
@@ -105,23 +98,6 @@ struct Backends {
     bool ok() const { return cc && gc; }
 };
 
-fngd_layer_desc_t conv_desc(int cin, int cout, int h, int w, int kh, int kw, int sh, int sw,
-                            int ph, int pw, int dh, int dw, int bias) {
-    fngd_layer_desc_t d = fngd_conv2d_desc(cin, cout, h, w, kh, kw, bias);
-    d.stride_h = sh;
-    d.stride_w = sw;
-    d.pad_h = ph;
-    d.pad_w = pw;
-    d.dilation_h = dh;
-    d.dilation_w = dw;
-    return d;
-}
-
-struct Case {
-    std::string name;
-    fngd_layer_desc_t desc;
-};
-
 // Every layer kind; odd sizes, primes and non-multiples of 32 on purpose.
 std::vector<Case> all_cases() {
     std::vector<Case> c;
@@ -148,16 +124,6 @@ std::vector<Case> all_cases() {
     c.push_back({"generic_11", fngd_generic_desc(11)});
     c.push_back({"generic_1031", fngd_generic_desc(1031)});
     return c;
-}
-
-fngd_layer_t make_layer(const fngd_layer_desc_t& d, fngd_gram_method_t method) {
-    fngd_layer_t l;
-    std::memset(&l, 0, sizeof l);
-    char msg[256] = {0};
-    EXPECT_EQ(fngd_layer_init(&l, &d, msg, sizeof msg), FNGD_SUCCESS) << msg;
-    const bool matrix = l.kind == FNGD_LAYER_LINEAR || l.kind == FNGD_LAYER_CONV2D;
-    l.method = matrix ? method : FNGD_GRAM_MATERIALIZE;
-    return l;
 }
 
 // One layer's batch on both sides plus the absolute-value per-sample gradients (the bound
