@@ -245,10 +245,7 @@ TEST(ApiMisc, CallerWorkspaceMatchesLibraryWorkspace) {
             for (int s = 0; s < 2; ++s) {
                 auto ids = iota_ids(N, s * N);
                 a.randomize(rng, N);
-                for (int l = 0; l < a.size(); ++l) {
-                    b[l].input = a[l].input;
-                    b[l].grad_output = a[l].grad_output;
-                }
+                b.copy_batch(a);
                 ASSERT_TRUE(step_ok(ha, a, N, ids.data()));
                 ASSERT_TRUE(step_ok(hb, b, N, ids.data()));
                 for (int l = 0; l < a.size(); ++l)

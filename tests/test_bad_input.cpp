@@ -85,10 +85,7 @@ class BadInput : public ::testing::Test {
     // The same random batch in both models.
     void new_batch() {
         m.randomize(rng, kN);
-        for (int l = 0; l < m.size(); ++l) {
-            twin[l].input = m[l].input;
-            twin[l].grad_output = m[l].grad_output;
-        }
+        twin.copy_batch(m);
     }
 
     Snapshot snap() {

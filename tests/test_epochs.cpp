@@ -409,10 +409,7 @@ TEST(Epochs, ApplySgdFollowsReference) {
                 }
                 auto ids = iota_ids(N, s * N);
                 b.randomize(rng, N);
-                for (int l = 0; l < a.size(); ++l) {
-                    a[l].input = b[l].input;
-                    a[l].grad_output = b[l].grad_output;
-                }
+                a.copy_batch(b);
                 ASSERT_TRUE(step_ok(ha, a, N, ids.data()));
                 ASSERT_TRUE(step_ok(hb, b, N, ids.data()));
                 for (int l = 0; l < a.size(); ++l) {

@@ -124,6 +124,13 @@ struct Model {
     void randomize(Rng& rng, int N) {
         for (auto& l : layers) l->randomize(rng, N);
     }
+    // The batch of `from` (a twin model: the same layers), copied into this model.
+    void copy_batch(const Model& from) {
+        for (int l = 0; l < size(); ++l) {
+            (*this)[l].input = from[l].input;
+            (*this)[l].grad_output = from[l].grad_output;
+        }
+    }
     std::vector<fngd_layer_batch_t> batches() const {
         std::vector<fngd_layer_batch_t> b;
         for (auto& l : layers) b.push_back(l->batch());
