@@ -75,6 +75,20 @@ typedef struct fngd_backend_ops {
                                   double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
                                   fngd_stream_t stream, fngd_err_t* err);
 
+    /* factor_solve for `count` Gram matrices of equal size N at once (per-layer mode: one per
+     * layer), so a backend can use one batched factorization and one blocking status read:
+     * matrix s is K + s*N*N; its result goes to alpha + s*ld_alpha (untouched if info[s] > 0);
+     * min_shift, info, shift_used and trace_K are host arrays of `count`; rhs is shared.
+     * solver_batched_workspace_bytes(N, count) is what it needs. Blocking. */
+    fngd_status_t (*factor_solve_batched)(fngd_backend_ctx_t* ctx, const float* K, int count,
+                                          int N, fngd_damping_kind_t damping_kind,
+                                          double damping, const double* min_shift,
+                                          const float* rhs, float* alpha, int ld_alpha,
+                                          int* info, double* shift_used, double* trace_K,
+                                          void* ws, size_t ws_bytes, fngd_stream_t stream,
+                                          fngd_err_t* err);
+    size_t (*solver_batched_workspace_bytes)(fngd_backend_ctx_t* ctx, int N, int count);
+
     /* Per-sample keys: key_i = ids ? ids[i] : key_offset + i (ids: host memory, validated).
      * scatter: table[key_i * nsets + set] = alpha[i]; seen[key_i] = 1. */
     fngd_status_t (*scatter_coefs)(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
