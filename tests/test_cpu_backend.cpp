@@ -220,7 +220,8 @@ TEST_F(CpuBackend, TableIsComplete) {
     EXPECT_TRUE(ops->create && ops->destroy && ops->alloc && ops->free && ops->upload &&
                 ops->download && ops->synchronize && ops->workspace_bytes &&
                 ops->solver_workspace_bytes && ops->check_finite && ops->layer_gram &&
-                ops->factor_solve && ops->scatter_coefs && ops->gather_coefs &&
+                ops->factor_solve && ops->factor_solve_batched &&
+                ops->solver_batched_workspace_bytes && ops->scatter_coefs && ops->gather_coefs &&
                 ops->summarize_coefs && ops->weighted_grad && ops->sgd_update && ops->copy);
 }
 
@@ -705,6 +706,71 @@ TEST_F(CpuBackend, FactorSolveErrors) {
     // the factorisation fail (info > 0). Either way alpha stays untouched.
     EXPECT_TRUE(st == FNGD_ERROR_BACKEND || (st == FNGD_SUCCESS && info > 0)) << st;
     for (float a : alpha) EXPECT_EQ(a, 7.0f);
+}
+
+TEST_F(CpuBackend, FactorSolveBatchedEqualsSingleCalls) {
+    // count matrices at once, one of them not positive definite: each result must equal the
+    // single op on that matrix bit for bit (same code path), the failing one left untouched.
+    for (int N : {1, 7, 13}) {
+        const int count = 3, ld = N + 2;  // ld > N: results must land at s * ld_alpha
+        SCOPED_TRACE("N " + std::to_string(N));
+        Vec K((size_t)count * N * N);
+        for (int s = 0; s < count; ++s) {
+            Vec Ks = random_gram(N, 90 + 10 * s + N);
+            std::copy(Ks.begin(), Ks.end(), K.begin() + (size_t)s * N * N);
+        }
+        for (int i = 0; i < N; ++i) K[(size_t)1 * N * N + (size_t)i * N + i] = -1.0f;  // s = 1
+        const double min_shift[count] = {0.0, 0.0, 0.25};
+        Ws ws = make_ws(ops->solver_batched_workspace_bytes(ctx, N, count));
+        Vec alpha((size_t)count * ld, 5.0f);
+        int info[count] = {-1, -1, -1};
+        double shift[count], trace[count];
+        ASSERT_EQ(ops->factor_solve_batched(ctx, K.data(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-2,
+                                            min_shift, nullptr, alpha.data(), ld, info, shift,
+                                            trace, ws.ptr(), ws.bytes, nullptr, &err),
+                  FNGD_SUCCESS)
+            << err.msg;
+        EXPECT_TRUE(ws.canary_ok());
+        EXPECT_EQ(info[0], 0);
+        EXPECT_GT(info[1], 0);
+        EXPECT_EQ(info[2], 0);
+        for (int i = 0; i < N; ++i) EXPECT_EQ(alpha[(size_t)ld + i], 5.0f);  // untouched
+        for (int s : {0, 2}) {
+            Vec single(N);
+            int info1 = -1;
+            double shift1 = 0, trace1 = 0;
+            ASSERT_EQ(ops->factor_solve(ctx, K.data() + (size_t)s * N * N, N,
+                                        FNGD_DAMPING_ABSOLUTE, 1e-2, min_shift[s], nullptr,
+                                        single.data(), &info1, &shift1, &trace1, ws.ptr(),
+                                        ws.bytes, nullptr, &err),
+                      FNGD_SUCCESS);
+            EXPECT_EQ(shift[s], shift1);
+            EXPECT_EQ(trace[s], trace1);
+            for (int i = 0; i < N; ++i) EXPECT_EQ(alpha[(size_t)s * ld + i], single[i]) << s;
+            for (int i = N; i < ld; ++i) EXPECT_EQ(alpha[(size_t)s * ld + i], 5.0f);
+        }
+    }
+}
+
+TEST_F(CpuBackend, FactorSolveBatchedNanWritesNoAlpha) {
+    const int N = 4, count = 2;
+    Vec K((size_t)count * N * N);
+    for (int s = 0; s < count; ++s) {
+        Vec Ks = random_gram(N, 7 + s);
+        std::copy(Ks.begin(), Ks.end(), K.begin() + (size_t)s * N * N);
+    }
+    K[(size_t)N * N + 5] = std::nanf("");  // in the second matrix: the first must not be written
+    const double min_shift[count] = {0.0, 0.0};
+    Ws ws = make_ws(ops->solver_batched_workspace_bytes(ctx, N, count));
+    Vec alpha((size_t)count * N, 3.0f);
+    int info[count];
+    double shift[count], trace[count];
+    EXPECT_EQ(ops->factor_solve_batched(ctx, K.data(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-3,
+                                        min_shift, nullptr, alpha.data(), N, info, shift, trace,
+                                        ws.ptr(), ws.bytes, nullptr, &err),
+              FNGD_ERROR_BACKEND);
+    EXPECT_NE(std::string(err.msg).find("NaN"), std::string::npos) << err.msg;
+    for (float a : alpha) EXPECT_EQ(a, 3.0f);
 }
 
 // ---- coefficient table

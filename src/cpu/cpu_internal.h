@@ -95,6 +95,13 @@ fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
                                double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
                                fngd_stream_t stream, fngd_err_t* err);
 size_t cpu_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N);
+fngd_status_t cpu_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
+                                       fngd_damping_kind_t damping_kind, double damping,
+                                       const double* min_shift, const float* rhs, float* alpha,
+                                       int ld_alpha, int* info, double* shift_used,
+                                       double* trace_K, void* ws, size_t ws_bytes,
+                                       fngd_stream_t stream, fngd_err_t* err);
+size_t cpu_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count);
 
 fngd_status_t cpu_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                 int nsets, int set, const int64_t* ids, int64_t key_offset,

@@ -45,14 +45,16 @@ struct fngd_handle {
     uint8_t* coef_seen;       /* num_samples */
     float* coef_fallback;     /* nsets: stored mean per set */
     int64_t* fallback_count;  /* 1 counter */
-    float* gram;              /* max_batch^2 */
+    float* gram;              /* nsets * max_batch^2 (per-layer) or max_batch^2 (global) */
     float* alpha;             /* nsets * max_batch: this step's coefficients */
     void* workspace;
     size_t workspace_bytes;
     int workspace_owned;      /* 1 if the library allocated it */
 
     fngd_stream_t last_stream;/* stream of the last enqueuing call: queries read after it */
-    int64_t* id_scratch;      /* host, max_batch: sorted copy of the ids for the duplicate check */
+    int64_t* id_scratch;
+    double* solve_scratch;    /* host, 3 * nsets: min_shift, shift, trace of the batched solve */
+    int* solve_info;          /* host, nsets: Cholesky status of the batched solve */      /* host, max_batch: sorted copy of the ids for the duplicate check */
 };
 
 #ifdef __cplusplus

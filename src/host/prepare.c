@@ -6,7 +6,10 @@
 static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 static size_t workspace_need(fngd_handle_t h) {
+    int nsets = h->cfg.coef_mode == FNGD_COEF_GLOBAL ? 1 : h->num_layers;
     size_t need = h->ops->solver_workspace_bytes(h->ctx, h->cfg.max_batch);
+    size_t batched = h->ops->solver_batched_workspace_bytes(h->ctx, h->cfg.max_batch, nsets);
+    if (batched > need) need = batched;
     for (int l = 0; l < h->num_layers; ++l) {
         size_t w = h->ops->workspace_bytes(h->ctx, &h->layers[l], h->cfg.max_batch);
         if (w > need) need = w;
@@ -61,7 +64,11 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     if (h->workspace_owned) release(h, &h->workspace);
     h->workspace_owned = 0;
     fngd_host_free(h->id_scratch);
+    fngd_host_free(h->solve_scratch);
+    fngd_host_free(h->solve_info);
     h->id_scratch = NULL;
+    h->solve_scratch = NULL;
+    h->solve_info = NULL;
     h->prepared = 0;
 }
 
@@ -88,7 +95,7 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
     FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_seen, ns));
     FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_fallback, nsets * sizeof(float)));
     FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->fallback_count, sizeof(int64_t)));
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->gram, N * N * sizeof(float)));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->gram, nsets * N * N * sizeof(float)));
     FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->alpha, nsets * N * sizeof(float)));
     if (c->output == FNGD_OUTPUT_APPLY_SGD) {
         for (int l = 0; l < h->num_layers; ++l) {
@@ -115,8 +122,10 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
         h->workspace_owned = 1;
     }
     h->id_scratch = fngd_host_alloc(N * sizeof(int64_t), 64);
-    if (!h->id_scratch) {
-        s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate the id scratch");
+    h->solve_scratch = h->id_scratch ? fngd_host_alloc(3 * nsets * sizeof(double), 64) : NULL;
+    h->solve_info = h->solve_scratch ? fngd_host_alloc(nsets * sizeof(int), 64) : NULL;
+    if (!h->id_scratch || !h->solve_scratch || !h->solve_info) {
+        s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
         goto cleanup;
     }
     h->prepared = 1;

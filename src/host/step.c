@@ -5,51 +5,55 @@
 #include "nvtx_range.h"
 #include "step_internal.h"
 
-/* Factor and solve one damped Gram, raising the damping on "not positive definite". */
-static fngd_status_t solve_with_retries(fngd_handle_t h, int N, const float* rhs, float* alpha,
-                                        int64_t* retries, double* shift_used,
-                                        fngd_stream_t stream) {
+/* A damped Gram whose Cholesky failed (info > 0 with diagonal `shift`): grow the shift
+ * geometrically (from zero: start at a tiny fraction of the trace) until it factors, at most
+ * max_damping_retries times. */
+static fngd_status_t retry_solve(fngd_handle_t h, const float* K, int N, const float* rhs,
+                                 float* alpha, int info, double shift, double trace,
+                                 int64_t* retries, double* shift_used, fngd_stream_t stream) {
     const fngd_config_t* c = &h->cfg;
-    double min_shift = 0.0;
-    for (int attempt = 0;; ++attempt) {
-        int info = 0;
-        double shift = 0.0, trace = 0.0;
-        fngd_status_t s = h->ops->factor_solve(h->ctx, h->gram, N, c->damping_kind, c->damping,
-                                               min_shift, rhs, alpha, &info, &shift, &trace,
-                                               h->workspace, h->workspace_bytes, stream, &h->err);
-        FNGD_TRY(s);
-        if (info == 0) {
-            *shift_used = shift;
-            return FNGD_SUCCESS;
-        }
+    for (int attempt = 0; info > 0; ++attempt) {
         FNGD_REQUIRE(&h->err, attempt < c->max_damping_retries, FNGD_ERROR_NOT_POSITIVE_DEFINITE,
                      "damped Gram (N = %d, diagonal shift %g, trace %g) is not positive definite "
                      "(Cholesky pivot %d) after %d retries; raise the damping",
                      N, shift, trace, info, attempt);
-        /* Grow the shift geometrically; from zero, start at a tiny fraction of the trace. */
-        min_shift = shift > 0 ? shift * c->damping_growth : 1e-6 * (trace > 0 ? trace : 1.0);
+        double min_shift = shift > 0 ? shift * c->damping_growth : 1e-6 * (trace > 0 ? trace : 1.0);
         ++*retries;
+        FNGD_TRY(h->ops->factor_solve(h->ctx, K, N, c->damping_kind, c->damping, min_shift, rhs,
+                                      alpha, &info, &shift, &trace, h->workspace,
+                                      h->workspace_bytes, stream, &h->err));
     }
+    *shift_used = shift;
+    return FNGD_SUCCESS;
 }
 
-/* Collect phase: alpha for every coefficient set into h->alpha (nsets x N). Writes nothing
+/* Collect phase: alpha for every coefficient set into h->alpha (nsets x max_batch). Per-layer
+ * mode forms every layer's Gram first and factors them all in one batched call (one blocking
+ * status read per step on a GPU); global mode sums the layers' Grams into one. Writes nothing
  * that outlives a failure. */
 static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
                                           const fngd_layer_batch_t* batches, const float* rhs,
                                           int64_t* retries, double* shift_used,
                                           fngd_stream_t stream) {
-    float scale = h->cfg.grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
-    int global = h->cfg.coef_mode == FNGD_COEF_GLOBAL;
-    for (int l = 0; l < h->num_layers; ++l) {
-        fngd_status_t s = h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, scale,
-                                             h->gram, global && l > 0, h->workspace,
-                                             h->workspace_bytes, stream, &h->err);
-        FNGD_TRY(s);
-        if (!global)
-            FNGD_TRY(solve_with_retries(h, N, rhs, h->alpha + (size_t)l * h->cfg.max_batch,
-                                        retries, shift_used, stream));
-    }
-    if (global) FNGD_TRY(solve_with_retries(h, N, rhs, h->alpha, retries, shift_used, stream));
+    const fngd_config_t* c = &h->cfg;
+    float scale = c->grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
+    int global = c->coef_mode == FNGD_COEF_GLOBAL;
+    size_t nn = (size_t)N * N;
+    for (int l = 0; l < h->num_layers; ++l)
+        FNGD_TRY(h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, scale,
+                                    global ? h->gram : h->gram + (size_t)l * nn, global && l > 0,
+                                    h->workspace, h->workspace_bytes, stream, &h->err));
+    int count = h->nsets;
+    double *min_shift = h->solve_scratch, *shift = min_shift + count, *trace = shift + count;
+    for (int k = 0; k < count; ++k) min_shift[k] = 0.0;
+    FNGD_TRY(h->ops->factor_solve_batched(h->ctx, h->gram, count, N, c->damping_kind, c->damping,
+                                          min_shift, rhs, h->alpha, c->max_batch, h->solve_info,
+                                          shift, trace, h->workspace, h->workspace_bytes, stream,
+                                          &h->err));
+    for (int k = 0; k < count; ++k)
+        FNGD_TRY(retry_solve(h, h->gram + (size_t)k * nn, N, rhs,
+                             h->alpha + (size_t)k * c->max_batch, h->solve_info[k], shift[k],
+                             trace[k], retries, shift_used, stream));
     return FNGD_SUCCESS;
 }
 
