@@ -152,7 +152,10 @@ typedef struct fngd_config {
     float learning_rate;             /**< FNGD_OUTPUT_APPLY_SGD only; default 0.1 */
     float momentum;                  /**< FNGD_OUTPUT_APPLY_SGD only; default 0.9, 0 disables */
     float weight_decay;              /**< FNGD_OUTPUT_APPLY_SGD only; default 0, not preconditioned */
-    int check_finite;                /**< reject NaN/Inf inputs (one extra read); default 1 */
+    int check_finite;                /**< reject NaN/Inf inputs (one extra read of each input;
+                                          on CUDA one stream synchronisation per step: set 0
+                                          for a sync-free, graph-capturable reuse step);
+                                          default 1 */
     size_t max_workspace_bytes;      /**< cap the cost model honours; default 1 GiB */
 } fngd_config_t;
 
@@ -314,8 +317,10 @@ FNGD_API fngd_status_t fngd_set_workspace(fngd_handle_t handle, void* workspace,
  * unseen ids, counted) and produces the direction as one weighted reduction per layer.
  * The direction goes to the grad buffers or is applied as SGD (config.output).
  *
- * Blocking: the CPU backend returns when done. The CUDA backend synchronises `stream` once per
- * factorization in the collect phase (to read the Cholesky status) and never in the reuse phase.
+ * Blocking: the CPU backend returns when done. In the collect phase the CUDA backend
+ * synchronises `stream` once per step to read the Cholesky status of all layers (per-layer mode
+ * factors every layer's Gram in one batched call), plus once per damping retry. In the reuse
+ * phase it does not synchronise, except for the input check when config.check_finite is 1.
  * On any error nothing is changed (no coefficient, buffer, momentum or counter is written),
  * except the diagnostic counter stats.rejected_steps, which counts refused calls.
  */
