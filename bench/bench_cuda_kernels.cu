@@ -4,12 +4,12 @@
 //     CIFAR layer shape, N = 128;
 //  2. epoch-one Gram + factor + solve for the whole ResNet-18 (per-layer Fisher blocks, the cost
 //     model's Gram method) vs the network's weight-gradient GEMMs;
-//  3. damped Cholesky + solve for N = 32..1024: single (the backend's factor_solve) and batched
-//     (cusolverDnDpotrfBatched + potrsBatched), Gflop/s;
+//  3. damped Cholesky + solve of 32 matrices for N = 16..1024: 32 single factor_solve calls, and
+//     factor_solve_batched on each of its paths (potrfBatched, or potrf per matrix), Gflop/s and
+//     which path is faster per N (what FNGD_CUDA_BATCHED_POTRF_MAX_N should be set from);
 // plus large SGEMM / DGEMM rates as the practical hardware limit to read the numbers against.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include <cusolverDn.h>
 
 #include <algorithm>
 #include <cstdarg>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cuda/cuda_solve_batched.h"
 #include "layer.h"
 
 #ifndef FNGD_BENCH_RESULTS_DIR
@@ -43,14 +44,6 @@ namespace {
         if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
             std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                 \
                          cublasGetStatusString(s_));                                          \
-            return false;                                                                     \
-        }                                                                                     \
-    } while (0)
-#define CS(call)                                                                              \
-    do {                                                                                      \
-        cusolverStatus_t s_ = (call);                                                         \
-        if (s_ != CUSOLVER_STATUS_SUCCESS) {                                                  \
-            std::fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #call, (int)s_); \
             return false;                                                                     \
         }                                                                                     \
     } while (0)
@@ -151,7 +144,6 @@ struct Env {
     const fngd_backend_ops_t* ops;
     fngd_backend_ctx_t* ctx;
     cublasHandle_t blas;
-    cusolverDnHandle_t solver;
     cudaStream_t s;
     Timer timer;
     std::string json;
@@ -284,69 +276,77 @@ bool bench_epoch_one(Env& E, int N) {
     return true;
 }
 
+// Damped Cholesky + solve of a batch of equal-size Gram matrices (per-layer mode, epoch one),
+// three ways, all through the backend's own code: `count` blocking factor_solve calls (one
+// status read each), and factor_solve_batched forced onto each of its two paths (potrfBatched
+// + potrsBatched, or potrf + potrs per matrix; one status read). "faster" says which of the
+// two paths wins at this N: set FNGD_CUDA_BATCHED_POTRF_MAX_N (src/cuda/cuda_solve_batched.h)
+// to the largest N where "batched" wins.
 bool bench_cholesky(Env& E) {
-    const int batch = 32;
-    jadd(E, "  \"cholesky_solve\": [\n");
-    bool first = true;
-    for (int N = 32; N <= 1024; N *= 2) {
-        // SPD test matrix: diagonally dominant, float for the backend op, double for batched.
+    const int count = 32;
+    jadd(E, "  \"cholesky_solve\": {\"count\": %d, \"batched_potrf_max_n\": %d, \"sizes\": [\n",
+         count, FNGD_CUDA_BATCHED_POTRF_MAX_N);
+    int largest_batched_win = 0;
+    for (int N = 16; N <= 1024; N *= 2) {
+        // SPD test matrix (diagonally dominant), the same for every matrix of the batch.
         std::vector<float> hk((size_t)N * N);
         for (int i = 0; i < N; ++i)
             for (int j = 0; j < N; ++j)
                 hk[(size_t)i * N + j] = i == j ? (float)N : 1.0f / (1.0f + (float)std::abs(i - j));
-        std::vector<double> hd(hk.begin(), hk.end());
-        Buf K, alpha, ws, Ab, Bb, Aw, Bw, ptrs, info;
-        if (!K.alloc((size_t)N * N * 4) || !alpha.alloc(N * 4) ||
-            !ws.alloc(E.ops->solver_workspace_bytes(E.ctx, N)) ||
-            !Ab.alloc((size_t)batch * N * N * 8) || !Bb.alloc((size_t)batch * N * 8) ||
-            !Aw.alloc((size_t)batch * N * N * 8) || !Bw.alloc((size_t)batch * N * 8) ||
-            !ptrs.alloc(2 * batch * sizeof(double*)) || !info.alloc(batch * sizeof(int)))
+        const size_t ws_bytes = std::max(
+            {E.ops->solver_workspace_bytes(E.ctx, N),
+             fngd_cuda_solve_batched_bytes(E.ctx, N, count, FNGD_CUDA_CHOL_BATCHED),
+             fngd_cuda_solve_batched_bytes(E.ctx, N, count, FNGD_CUDA_CHOL_LOOPED)});
+        Buf K, alpha, ws;
+        if (!K.alloc((size_t)count * N * N * 4) || !alpha.alloc((size_t)count * N * 4) ||
+            !ws.alloc(ws_bytes))
             return false;
-        CK(cudaMemcpy(K.p, hk.data(), hk.size() * 4, cudaMemcpyHostToDevice));
-        for (int b = 0; b < batch; ++b)
-            CK(cudaMemcpy((double*)Ab.p + (size_t)b * N * N, hd.data(), hd.size() * 8,
+        for (int m = 0; m < count; ++m)
+            CK(cudaMemcpy(K.f() + (size_t)m * N * N, hk.data(), hk.size() * 4,
                           cudaMemcpyHostToDevice));
-        std::vector<double*> hp(2 * batch);
-        for (int b = 0; b < batch; ++b) {
-            hp[b] = (double*)Aw.p + (size_t)b * N * N;
-            hp[batch + b] = (double*)Bw.p + (size_t)b * N;
-        }
-        CK(cudaMemcpy(ptrs.p, hp.data(), hp.size() * sizeof(double*), cudaMemcpyHostToDevice));
-        double t_single = 0, t_batched = 0;
+        const std::vector<double> floors(count, 0.0);
+        std::vector<int> info(count);
+        std::vector<double> shift(count), trace(count);
+        double t_single = 0, t_path[2] = {0, 0};
         if (!E.timer.median_ms([&] {
-                int inf = 0;
-                double shift = 0, trace = 0;
-                CF(E.ops->factor_solve(E.ctx, K.f(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr,
-                                       alpha.f(), &inf, &shift, &trace, ws.p, ws.bytes, E.s,
-                                       &g_err));
+                for (int m = 0; m < count; ++m)
+                    CF(E.ops->factor_solve(E.ctx, K.f() + (size_t)m * N * N, N,
+                                           FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr,
+                                           alpha.f() + (size_t)m * N, &info[m], &shift[m],
+                                           &trace[m], ws.p, ws.bytes, E.s, &g_err));
                 return true;
             }, &t_single))
             return false;
-        CS(cusolverDnSetStream(E.solver, E.s));
-        if (!E.timer.median_ms([&] {
-                // Fresh copies each repeat (potrf overwrites); the copy is timed too, as part
-                // of what a damped batched solve must do.
-                CK(cudaMemcpyAsync(Aw.p, Ab.p, Ab.bytes, cudaMemcpyDeviceToDevice, E.s));
-                CK(cudaMemcpyAsync(Bw.p, Bb.p, Bb.bytes, cudaMemcpyDeviceToDevice, E.s));
-                double** pa = (double**)ptrs.p;
-                CS(cusolverDnDpotrfBatched(E.solver, CUBLAS_FILL_MODE_LOWER, N, pa, N,
-                                           (int*)info.p, batch));
-                CS(cusolverDnDpotrsBatched(E.solver, CUBLAS_FILL_MODE_LOWER, N, 1, pa, N,
-                                           pa + batch, N, (int*)info.p, batch));
-                return true;
-            }, &t_batched))
-            return false;
-        const double flops = (double)N * N * N / 3.0 + 2.0 * N * N;
-        jadd(E, "%s    {\"N\": %d, \"single_ms\": %.4f, \"single_gflops\": %.2f, \"batch\": %d, "
-                "\"batched_ms\": %.4f, \"batched_gflops\": %.2f}",
-             first ? "" : ",\n", N, t_single, flops / t_single * 1e-6, batch, t_batched,
-             batch * flops / t_batched * 1e-6);
-        first = false;
-        std::printf("cholesky N %4d: single %8.3f ms (%7.2f Gflop/s)  batched x%d %8.3f ms "
-                    "(%7.2f Gflop/s)\n", N, t_single, flops / t_single * 1e-6, batch, t_batched,
-                    batch * flops / t_batched * 1e-6);
+        const fngd_cuda_chol_path paths[2] = {FNGD_CUDA_CHOL_BATCHED, FNGD_CUDA_CHOL_LOOPED};
+        for (int k = 0; k < 2; ++k)
+            if (!E.timer.median_ms([&] {
+                    CF(fngd_cuda_factor_solve_batched_on(
+                        E.ctx, paths[k], K.f(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-3,
+                        floors.data(), nullptr, alpha.f(), N, info.data(), shift.data(),
+                        trace.data(), ws.p, ws.bytes, E.s, &g_err));
+                    return true;
+                }, &t_path[k]))
+                return false;
+        const bool batched_wins = t_path[0] < t_path[1];
+        if (batched_wins) largest_batched_win = N;
+        const char* autop =
+            fngd_cuda_chol_resolve(N, FNGD_CUDA_CHOL_AUTO) == FNGD_CUDA_CHOL_BATCHED ? "batched"
+                                                                                     : "looped";
+        const double flops = count * ((double)N * N * N / 3.0 + 2.0 * N * N);
+        jadd(E, "%s    {\"N\": %d, \"single_calls_ms\": %.4f, \"batched_potrf_ms\": %.4f, "
+                "\"looped_potrf_ms\": %.4f, \"single_calls_gflops\": %.2f, "
+                "\"batched_potrf_gflops\": %.2f, \"looped_potrf_gflops\": %.2f, "
+                "\"faster\": \"%s\", \"auto_path\": \"%s\"}",
+             N == 16 ? "" : ",\n", N, t_single, t_path[0], t_path[1], flops / t_single * 1e-6,
+             flops / t_path[0] * 1e-6, flops / t_path[1] * 1e-6,
+             batched_wins ? "batched" : "looped", autop);
+        std::printf("cholesky x%d N %4d: %d single calls %8.3f ms  batched potrf %8.3f ms  "
+                    "looped potrf %8.3f ms  faster: %s (auto: %s)\n", count, N, count, t_single,
+                    t_path[0], t_path[1], batched_wins ? "batched" : "looped", autop);
     }
-    jadd(E, "\n  ],\n");
+    jadd(E, "\n  ], \"largest_n_batched_faster\": %d},\n", largest_batched_win);
+    std::printf("cholesky: largest N where the batched path won: %d (FNGD_CUDA_BATCHED_POTRF_MAX_N "
+                "= %d)\n", largest_batched_win, FNGD_CUDA_BATCHED_POTRF_MAX_N);
     return true;
 }
 
@@ -394,7 +394,6 @@ bool run(const char* path) {
     CB(cublasCreate(&E.blas));
     CB(cublasSetMathMode(E.blas, CUBLAS_DEFAULT_MATH));  // FP32 baseline, no TF32
     CB(cublasSetStream(E.blas, E.s));
-    CS(cusolverDnCreate(&E.solver));
     if (!E.timer.init(E.s)) return false;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
@@ -407,7 +406,6 @@ bool run(const char* path) {
               bench_limits(E);
     E.json += "}\n";
     E.ops->destroy(E.ctx);
-    cusolverDnDestroy(E.solver);
     cublasDestroy(E.blas);
     cudaStreamDestroy(E.s);
     if (!ok) return false;

@@ -46,6 +46,7 @@ static void cuda_destroy(fngd_backend_ctx_t* ctx)
     if (ctx->scratch_dev) cudaFree(ctx->scratch_dev);
     if (ctx->scratch_host) cudaFreeHost(ctx->scratch_host);
     if (ctx->solve_host) cudaFreeHost(ctx->solve_host);
+    if (ctx->batch_host) cudaFreeHost(ctx->batch_host);
     if (ctx->solver) cusolverDnDestroy(ctx->solver);
     if (ctx->blas) cublasDestroy(ctx->blas);
     if (ctx->blas_ws) cudaFree(ctx->blas_ws); /* after the handle that referenced it */
@@ -218,6 +219,8 @@ static const fngd_backend_ops_t fngd_cuda_ops = {
     fngd_cuda_check_finite,
     fngd_cuda_layer_gram,
     fngd_cuda_factor_solve,
+    fngd_cuda_factor_solve_batched,
+    fngd_cuda_solver_batched_workspace_bytes,
     fngd_cuda_scatter_coefs,
     fngd_cuda_gather_coefs,
     fngd_cuda_summarize_coefs,

@@ -51,6 +51,10 @@ struct fngd_backend_ctx {
     struct fngd_cuda_scratch* scratch_dev;    /* device */
     struct fngd_cuda_scratch* scratch_host;   /* pinned mirror */
     struct fngd_cuda_solve_status* solve_host;/* pinned */
+    /* Pinned staging of factor_solve_batched (per-matrix floors up, statuses down), grown on
+     * demand and kept: the batched solve is blocking, so nothing else uses it in between. */
+    void* batch_host;
+    size_t batch_host_bytes;
 
     /* Id staging: FNGD_CUDA_ID_RING ring slots plus one slot reserved for graph capture,
      * each max_batch int64 in pinned host memory and in device memory. */
@@ -145,6 +149,18 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
                                      double min_shift, const float* rhs, float* alpha, int* info,
                                      double* shift_used, double* trace_K, void* ws,
                                      size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+/* Lwork (in doubles, as cuSOLVER reports it) of the lower-triangular Dpotrf of order N.
+ * The query reads only the sizes; A is any valid device pointer (it is not dereferenced). */
+fngd_status_t fngd_cuda_potrf_lwork(fngd_backend_ctx_t* ctx, int N, double* A, int* lwork,
+                                    fngd_err_t* err);
+size_t fngd_cuda_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count);
+fngd_status_t fngd_cuda_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count,
+                                             int N, fngd_damping_kind_t damping_kind,
+                                             double damping, const double* min_shift,
+                                             const float* rhs, float* alpha, int ld_alpha,
+                                             int* info, double* shift_used, double* trace_K,
+                                             void* ws, size_t ws_bytes, fngd_stream_t stream,
+                                             fngd_err_t* err);
 fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                       const fngd_layer_batch_t* batch, int N, const float* alpha,
                                       float scale, float* out_w, float* out_b, void* ws,

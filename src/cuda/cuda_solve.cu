@@ -17,17 +17,6 @@ struct solve_layout {
     size_t bytes;
 };
 
-/* Lwork (in doubles, as cuSOLVER reports it) of the lower-triangular Dpotrf of order N.
- * The query reads only the sizes; A is any valid device pointer (it is not dereferenced). */
-fngd_status_t potrf_lwork(fngd_backend_ctx_t* ctx, int N, double* A, int* lwork,
-                          fngd_err_t* err)
-{
-    *lwork = 0;
-    FNGD_CUSOLVER_TRY(err, cusolverDnDpotrf_bufferSize(ctx->solver, CUBLAS_FILL_MODE_LOWER, N,
-                                                       A, N, lwork));
-    return FNGD_SUCCESS;
-}
-
 solve_layout carve(void* ws, int N, int lwork)
 {
     fngd_cuda_carve c{(char*)ws, 0};
@@ -41,6 +30,15 @@ solve_layout carve(void* ws, int N, int lwork)
 }
 }  // namespace
 
+fngd_status_t fngd_cuda_potrf_lwork(fngd_backend_ctx_t* ctx, int N, double* A, int* lwork,
+                                    fngd_err_t* err)
+{
+    *lwork = 0;
+    FNGD_CUSOLVER_TRY(err, cusolverDnDpotrf_bufferSize(ctx->solver, CUBLAS_FILL_MODE_LOWER, N,
+                                                       A, N, lwork));
+    return FNGD_SUCCESS;
+}
+
 size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N)
 {
     if (N <= 0) return 0;
@@ -48,7 +46,7 @@ size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N)
     fngd_err_t scratch_err;
     fngd_cuda_device_guard dev;
     if (dev.enter(ctx->device, &scratch_err) != FNGD_SUCCESS ||
-        potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) != FNGD_SUCCESS) {
+        fngd_cuda_potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) != FNGD_SUCCESS) {
         /* Cannot fail by signature: fall back to a generous bound (N*N doubles more); the
          * solve itself re-queries and reports any real problem. */
         cudaGetLastError();
@@ -70,7 +68,7 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     int lwork = 0;
     FNGD_REQUIRE(err, ws != NULL, FNGD_ERROR_INTERNAL, "factor_solve: no workspace");
-    FNGD_TRY(potrf_lwork(ctx, N, (double*)ws /* where Kd goes */, &lwork, err));
+    FNGD_TRY(fngd_cuda_potrf_lwork(ctx, N, (double*)ws /* where Kd goes */, &lwork, err));
     const solve_layout L = carve(ws, N, lwork);
     FNGD_REQUIRE(err, ws_bytes >= L.bytes, FNGD_ERROR_INTERNAL,
                  "factor_solve: workspace of %zu bytes, %zu needed", ws_bytes, L.bytes);
@@ -82,9 +80,11 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
         D.rhs = rhs;
         D.b = L.x;
         D.N = N;
+        D.count = 1;
         D.trace_relative = damping_kind == FNGD_DAMPING_TRACE_RELATIVE;
         D.damping = damping;
         D.min_shift = min_shift;
+        D.min_shifts = nullptr;
         D.trace = &L.status->trace;
         D.shift = &L.status->shift;
         D.nan = &L.status->nan;
@@ -99,7 +99,7 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
         FNGD_CUSOLVER_TRY(err, cusolverDnDpotrs(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1, L.Kd,
                                                 N, L.x, N, &L.status->potrs_info));
         FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, &L.status->potrf_info, &L.status->nan,
-                                                      alpha, N, s));
+                                                      alpha, N, 1, N, s));
         FNGD_CUDA_TRY(err, cudaMemcpyAsync(ctx->solve_host, L.status,
                                            sizeof(fngd_cuda_solve_status),
                                            cudaMemcpyDeviceToHost, s));

@@ -1,12 +1,15 @@
-/* alpha[i] = (float) x[i] only when the factorization succeeded (*info == 0) on a matrix
- * without NaN (*nan == 0), decided on the device so a failed solve leaves alpha untouched
- * without a host round trip in between. */
+/* alpha_s[i] = (float) x_s[i] for the `count` solutions x_s = x + s*n, alpha_s = alpha +
+ * s*ld_alpha, only where the factorization succeeded (info[s] == 0) and only when no matrix of
+ * the call held a NaN (all nan[0..count) zero: a NaN fails the whole call, which then writes
+ * no alpha at all). Decided on the device, so a failed solve leaves alpha untouched without a
+ * host round trip in between. count = 1 is the single factor_solve. */
 #ifndef FNGD_KERNELS_SOLUTION_STORE_CUH
 #define FNGD_KERNELS_SOLUTION_STORE_CUH
 
 #include <cuda_runtime.h>
 
 cudaError_t fngd_launch_solution_store(const double* x, const int* info, const int* nan,
-                                       float* alpha, int n, cudaStream_t stream);
+                                       float* alpha, int n, int count, int ld_alpha,
+                                       cudaStream_t stream);
 
 #endif

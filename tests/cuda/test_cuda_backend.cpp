@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "backend_test_util.h"
 #include "cuda/cuda_plan.h"
+#include "cuda/cuda_solve_batched.h"
 #include "fngd_reference.h"
 #include "layer.h"
 
@@ -176,6 +177,19 @@ void expect_gram_close(const fngd_layer_t& l, const Data& d, int N, float scale,
             const size_t e = (size_t)i * N + j;
             ASSERT_NEAR(Kgpu[e], Kcpu[e], tol) << what << " K[" << i << "][" << j << "]";
         }
+}
+
+// K = B B^T / N for a random N x N B: symmetric (exactly) positive semidefinite, float.
+Vec random_gram(int N, unsigned seed) {
+    const Vec B = random_vec((size_t)N * N, seed);
+    Vec K((size_t)N * N);
+    for (int i = 0; i < N; ++i)
+        for (int j = 0; j <= i; ++j) {
+            double s = 0;
+            for (int k = 0; k < N; ++k) s += (double)B[(size_t)i * N + k] * B[(size_t)j * N + k];
+            K[(size_t)i * N + j] = K[(size_t)j * N + i] = (float)(s / N);
+        }
+    return K;
 }
 
 }  // namespace
@@ -354,17 +368,7 @@ TEST(CudaBackend, FactorSolveMatchesCpu) {
     for (int N : {1, 2, 31, 64, 257})
         for (fngd_damping_kind_t kind : {FNGD_DAMPING_ABSOLUTE, FNGD_DAMPING_TRACE_RELATIVE})
             for (int custom_rhs : {0, 1}) {
-                // K = B B^T / N (positive semidefinite), float.
-                const Vec B = random_vec((size_t)N * N, 40 + N);
-                Vec K((size_t)N * N);
-                for (int i = 0; i < N; ++i)
-                    for (int j = 0; j < N; ++j) {
-                        double s = 0;
-                        for (int k = 0; k < N; ++k) s += (double)B[(size_t)i * N + k] * B[(size_t)j * N + k];
-                        K[(size_t)i * N + j] = (float)(s / N);
-                    }
-                for (int i = 0; i < N; ++i)
-                    for (int j = 0; j < i; ++j) K[(size_t)i * N + j] = K[(size_t)j * N + i];
+                const Vec K = random_gram(N, 40 + N);
                 const Vec rhs = random_vec(N, 9, 0.5f, 1.5f);
                 const double damping = 0.05, min_shift = 1e-6;
                 Vec ac(N, -7.0f);
@@ -451,6 +455,217 @@ TEST(CudaBackend, FactorSolveRejectsNanAndLeavesAlpha) {
         EXPECT_EQ(info, -12345);  // outputs untouched on error (backend.h contract)
         EXPECT_EQ(da.get<float>(N), sentinel) << "NaN at " << i << "," << j;
     }
+}
+
+// ---- batched factor + solve ------------------------------------------------------------------------
+
+namespace {
+
+// count matrices of order N for factor_solve_batched, one after another: random Gram matrices,
+// except matrix `bad` (count / 2 when count > 1, else none), which no damping of the tests makes
+// positive definite, and per-matrix floors (matrix 0's large enough to become its shift).
+struct BatchedCase {
+    int N = 0, count = 0, bad = -1;
+    Vec K;
+    DVec floors;
+};
+
+BatchedCase batched_case(int N, int count, const std::vector<Vec>& grams) {
+    BatchedCase c;
+    c.N = N;
+    c.count = count;
+    c.bad = count > 1 ? count / 2 : -1;
+    for (int m = 0; m < count; ++m) {
+        Vec K = grams[(size_t)m];
+        if (m == c.bad) {
+            // Identity with pivot N/2 at -4N^2 - 4: below the absolute shift 0.05 N, and the
+            // negative trace clamps the trace-relative shift to the tiny floor, so Cholesky
+            // fails at leading minor N/2 + 1 on both backends.
+            std::fill(K.begin(), K.end(), 0.0f);
+            for (int i = 0; i < N; ++i) K[(size_t)i * N + i] = 1.0f;
+            K[(size_t)(N / 2) * N + N / 2] = -4.0f * N * N - 4.0f;
+        }
+        c.K.insert(c.K.end(), K.begin(), K.end());
+        c.floors.push_back(m == 0 ? 10.0 : 1e-6 * (m + 1));
+    }
+    return c;
+}
+
+const fngd_cuda_chol_path kPaths[] = {FNGD_CUDA_CHOL_AUTO, FNGD_CUDA_CHOL_BATCHED,
+                                      FNGD_CUDA_CHOL_LOOPED};
+const char* path_name(fngd_cuda_chol_path p) {
+    return p == FNGD_CUDA_CHOL_AUTO ? "auto" : p == FNGD_CUDA_CHOL_BATCHED ? "batched" : "looped";
+}
+
+size_t batched_ws_bytes(Backends& b, int N, int count, fngd_cuda_chol_path path) {
+    return path == FNGD_CUDA_CHOL_AUTO ? b.gpu->solver_batched_workspace_bytes(b.gc, N, count)
+                                       : fngd_cuda_solve_batched_bytes(b.gc, N, count, path);
+}
+
+// AUTO goes through the operation table (what the host calls), the others force one path.
+fngd_status_t run_batched(Backends& b, fngd_cuda_chol_path path, const float* K, int count, int N,
+                          fngd_damping_kind_t kind, double damping, const double* floors,
+                          const float* rhs, float* alpha, int ld, int* info, double* shift,
+                          double* trace, const Dev& ws) {
+    if (path == FNGD_CUDA_CHOL_AUTO)
+        return b.gpu->factor_solve_batched(b.gc, K, count, N, kind, damping, floors, rhs, alpha,
+                                           ld, info, shift, trace, ws.p, ws.bytes, nullptr,
+                                           &b.err);
+    return fngd_cuda_factor_solve_batched_on(b.gc, path, K, count, N, kind, damping, floors, rhs,
+                                             alpha, ld, info, shift, trace, ws.p, ws.bytes,
+                                             nullptr, &b.err);
+}
+
+}  // namespace
+
+// factor_solve_batched equals `count` single CPU factor_solve calls (info, shift, trace, alpha)
+// on both sides of FNGD_CUDA_BATCHED_POTRF_MAX_N and on each forced path, with per-matrix
+// floors, a shared rhs, ld_alpha > N (the gaps stay untouched) and one matrix that is not
+// positive definite (info > 0 and its alpha untouched while the others are solved).
+TEST(CudaBackend, FactorSolveBatchedMatchesCpuSingleOnBothPaths) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    static_assert(FNGD_CUDA_BATCHED_POTRF_MAX_N >= 64 && FNGD_CUDA_BATCHED_POTRF_MAX_N < 300,
+                  "the sizes below should straddle the batched/looped threshold");
+    Backends b(300);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    const double damping = 0.05;
+    for (int N : {1, 7, 64, 300}) {
+        std::vector<Vec> grams;
+        for (int m = 0; m < 17; ++m) grams.push_back(random_gram(N, 500 + 31 * m + N));
+        const Vec rhs = random_vec(N, 9, 0.5f, 1.5f);
+        const int ld = N + 3;
+        for (int count : {1, 3, 17}) {
+            const BatchedCase c = batched_case(N, count, grams);
+            const Vec sentinel = random_vec((size_t)count * ld, 123, 40.0f, 50.0f);
+            for (fngd_damping_kind_t kind : {FNGD_DAMPING_ABSOLUTE, FNGD_DAMPING_TRACE_RELATIVE})
+                for (int custom_rhs : {0, 1}) {
+                    Vec ac = sentinel;
+                    std::vector<int> ic((size_t)count, -1);
+                    DVec sc((size_t)count), tc((size_t)count);
+                    HostWs cws(b.cpu->solver_workspace_bytes(b.cc, N));
+                    for (int m = 0; m < count; ++m)
+                        ASSERT_EQ(b.cpu->factor_solve(b.cc, c.K.data() + (size_t)m * N * N, N,
+                                                      kind, damping, c.floors[(size_t)m],
+                                                      custom_rhs ? rhs.data() : nullptr,
+                                                      ac.data() + (size_t)m * ld, &ic[(size_t)m],
+                                                      &sc[(size_t)m], &tc[(size_t)m], cws.p,
+                                                      cws.bytes, nullptr, &b.err),
+                                  FNGD_SUCCESS) << b.err.msg;
+                    for (fngd_cuda_chol_path path : kPaths) {
+                        const std::string what = std::string(path_name(path)) + " N " +
+                                                 std::to_string(N) + " count " +
+                                                 std::to_string(count) + " kind " +
+                                                 std::to_string((int)kind) + " rhs " +
+                                                 std::to_string(custom_rhs);
+                        Dev dK(c.K), dr(rhs), da(sentinel), ws(batched_ws_bytes(b, N, count, path));
+                        std::vector<int> ig((size_t)count, -5);
+                        DVec sg((size_t)count, -1.0), tg((size_t)count, -1.0);
+                        ASSERT_EQ(run_batched(b, path, dK.f(), count, N, kind, damping,
+                                              c.floors.data(), custom_rhs ? dr.f() : nullptr,
+                                              da.f(), ld, ig.data(), sg.data(), tg.data(), ws),
+                                  FNGD_SUCCESS) << what << ": " << b.err.msg;
+                        const Vec ag = da.get<float>(sentinel.size());
+                        for (int m = 0; m < count; ++m) {
+                            const size_t o = (size_t)m * ld;
+                            const std::string wm = what + " matrix " + std::to_string(m);
+                            ASSERT_EQ(ig[(size_t)m], ic[(size_t)m]) << wm;
+                            if (m == c.bad) EXPECT_EQ(ig[(size_t)m], N / 2 + 1) << wm;
+                            // trace and shift: N-term double sums of the same floats in another
+                            // order, bounded by the sum of |diagonal| (the bad matrix mixes signs).
+                            double tabs = 0;
+                            for (int i = 0; i < N; ++i)
+                                tabs += std::fabs(c.K[(size_t)m * N * N + (size_t)i * N + i]);
+                            const double ttol = 2.0 * N * DBL_EPSILON * tabs + DBL_MIN;
+                            EXPECT_NEAR(tg[(size_t)m], tc[(size_t)m], ttol) << wm;
+                            EXPECT_NEAR(sg[(size_t)m], sc[(size_t)m], damping * ttol + DBL_MIN)
+                                << wm;
+                            for (int i = N; i < ld; ++i)  // between the solutions: untouched
+                                ASSERT_EQ(ag[o + i], sentinel[o + i]) << wm << " gap " << i;
+                            if (ic[(size_t)m] != 0) {
+                                for (int i = 0; i < N; ++i)
+                                    ASSERT_EQ(ag[o + i], sentinel[o + i]) << wm << " i " << i;
+                                continue;
+                            }
+                            // As in FactorSolveMatchesCpu: cond <= (trace + shift) / shift, the
+                            // double solves differ by about N^2 cond DBL_EPSILON, then each side
+                            // rounds to float.
+                            const double cond = (tc[(size_t)m] + sc[(size_t)m]) / sc[(size_t)m];
+                            double amax = 0;
+                            for (int i = 0; i < N; ++i)
+                                amax = std::max(amax, (double)std::fabs(ac[o + i]));
+                            const double tol = (kEps + 2.0 * N * N * cond * DBL_EPSILON) * amax;
+                            for (int i = 0; i < N; ++i)
+                                ASSERT_NEAR(ag[o + i], ac[o + i], tol) << wm << " i " << i;
+                        }
+                    }
+                }
+        }
+    }
+}
+
+// A NaN in any one matrix fails the whole call with FNGD_ERROR_BACKEND, as the single solve
+// does: no alpha written (not even for the valid matrices), host outputs untouched.
+TEST(CudaBackend, FactorSolveBatchedRejectsNanAndWritesNoAlpha) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(300);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    const int count = 3;
+    for (int N : {7, 300})
+        for (fngd_cuda_chol_path path : kPaths)
+            for (int nan_matrix : {0, 2}) {
+                const std::string what = std::string(path_name(path)) + " N " +
+                                         std::to_string(N) + " NaN in " +
+                                         std::to_string(nan_matrix);
+                Vec K((size_t)count * N * N, 0.0f);
+                for (int m = 0; m < count; ++m)
+                    for (int i = 0; i < N; ++i) K[(size_t)m * N * N + (size_t)i * N + i] = 2.0f;
+                float* bad = K.data() + (size_t)nan_matrix * N * N;
+                bad[(size_t)1 * N + N - 1] = bad[(size_t)(N - 1) * N + 1] = NAN;  // symmetric
+                const int ld = N;
+                const Vec sentinel = random_vec((size_t)count * ld, 78);
+                const DVec floors(count, 0.0);
+                Dev dK(K), da(sentinel), ws(batched_ws_bytes(b, N, count, path));
+                std::vector<int> info((size_t)count, -12345);
+                DVec shift((size_t)count, -1.0), trace((size_t)count, -1.0);
+                std::memset(&b.err, 0, sizeof b.err);
+                EXPECT_EQ(run_batched(b, path, dK.f(), count, N, FNGD_DAMPING_ABSOLUTE, 0.1,
+                                      floors.data(), nullptr, da.f(), ld, info.data(),
+                                      shift.data(), trace.data(), ws),
+                          FNGD_ERROR_BACKEND) << what;
+                EXPECT_NE(std::string(b.err.msg), "") << what;
+                for (int m = 0; m < count; ++m) {
+                    EXPECT_EQ(info[(size_t)m], -12345) << what;
+                    EXPECT_EQ(shift[(size_t)m], -1.0) << what;
+                }
+                EXPECT_EQ(da.get<float>(sentinel.size()), sentinel) << what;
+            }
+}
+
+// solver_batched_workspace_bytes is exact: the call succeeds with that many bytes (the tests
+// above) and refuses one byte less; it holds at least the double copies of every matrix.
+TEST(CudaBackend, FactorSolveBatchedWorkspaceIsExact) {
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(300);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    EXPECT_EQ(b.gpu->solver_batched_workspace_bytes(b.gc, 7, 0), 0u);
+    EXPECT_EQ(b.gpu->solver_batched_workspace_bytes(b.gc, 0, 3), 0u);
+    const int count = 3;
+    for (int N : {7, 300})
+        for (fngd_cuda_chol_path path : kPaths) {
+            const size_t bytes = batched_ws_bytes(b, N, count, path);
+            EXPECT_GE(bytes, (size_t)count * N * N * sizeof(double)) << path_name(path);
+            Vec K((size_t)count * N * N, 0.0f);
+            for (int m = 0; m < count; ++m)
+                for (int i = 0; i < N; ++i) K[(size_t)m * N * N + (size_t)i * N + i] = 1.0f;
+            const DVec floors(count, 0.0);
+            Dev dK(K), da((size_t)count * N * sizeof(float)), ws(bytes - 1);
+            std::vector<int> info((size_t)count);
+            DVec shift((size_t)count), trace((size_t)count);
+            EXPECT_EQ(run_batched(b, path, dK.f(), count, N, FNGD_DAMPING_ABSOLUTE, 0.1,
+                                  floors.data(), nullptr, da.f(), N, info.data(), shift.data(),
+                                  trace.data(), ws),
+                      FNGD_ERROR_INTERNAL) << path_name(path) << " N " << N;
+        }
 }
 
 // ---- coefficient table ---------------------------------------------------------------------------

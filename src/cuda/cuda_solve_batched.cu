@@ -1,0 +1,247 @@
+/* factor_solve for `count` equal-size Gram matrices at once (per-layer mode, epoch one): the
+ * same damped double-precision Cholesky as cuda_solve.cu, but every widening, trace, shift,
+ * factorization, solve and guarded alpha store of the batch is enqueued first and the host
+ * waits once, reading every matrix's status, trace and shift in one copy. */
+#include <string.h>
+
+#include "cuda_solve_batched.h"
+#include "kernels/batch_pointers.cuh"
+#include "kernels/damping.cuh"
+#include "kernels/solution_store.cuh"
+
+namespace {
+/* Device statuses of the batch, one contiguous piece so one copy brings it back:
+ * trace[count] and shift[count] (doubles), then potrf_info[count], potrs_info[count] and
+ * nan[count] (ints). The batched potrs reports one info for the whole batch, in slot 0. */
+struct status_view {
+    double* trace;
+    double* shift;
+    int* potrf_info;
+    int* potrs_info;
+    int* nan;
+};
+
+size_t status_bytes(int count)
+{
+    return (size_t)count * (2 * sizeof(double) + 3 * sizeof(int));
+}
+
+status_view view_status(void* base, int count)
+{
+    status_view v;
+    v.trace = (double*)base;
+    v.shift = v.trace + count;
+    v.potrf_info = (int*)(v.shift + count);
+    v.potrs_info = v.potrf_info + count;
+    v.nan = v.potrs_info + count;
+    return v;
+}
+
+/* Workspace: Kd (count*N*N doubles) | x (count*N doubles) | floors (count doubles, the
+ * uploaded min_shift) | statuses | batched: pointer arrays (2*count) / looped: potrf work. */
+struct batched_layout {
+    double* Kd;
+    double* x;
+    double* floors;
+    void* status;
+    double** ptrs;  /* matrices then right-hand sides */
+    double* work;
+    size_t bytes;
+};
+
+batched_layout carve(void* ws, int N, int count, fngd_cuda_chol_path path, int lwork)
+{
+    fngd_cuda_carve c{(char*)ws, 0};
+    batched_layout L = {};
+    L.Kd = (double*)c.take((size_t)count * N * N * sizeof(double));
+    L.x = (double*)c.take((size_t)count * N * sizeof(double));
+    L.floors = (double*)c.take((size_t)count * sizeof(double));
+    L.status = c.take(status_bytes(count));
+    if (path == FNGD_CUDA_CHOL_BATCHED)
+        L.ptrs = (double**)c.take(2 * (size_t)count * sizeof(double*));
+    else
+        L.work = (double*)c.take((size_t)(lwork > 0 ? lwork : 1) * sizeof(double));
+    L.bytes = c.used;
+    return L;
+}
+
+/* Pinned host staging of at least `bytes`, kept in the context for the next step. */
+fngd_status_t reserve_staging(fngd_backend_ctx_t* ctx, size_t bytes, fngd_err_t* err)
+{
+    if (ctx->batch_host_bytes >= bytes) return FNGD_SUCCESS;
+    void* old = ctx->batch_host;
+    ctx->batch_host = NULL;
+    ctx->batch_host_bytes = 0;
+    if (old) FNGD_CUDA_TRY(err, cudaFreeHost(old));
+    FNGD_CUDA_TRY(err, cudaMallocHost(&ctx->batch_host, bytes));
+    ctx->batch_host_bytes = bytes;
+    return FNGD_SUCCESS;
+}
+
+/* Factor and solve every damped matrix on the chosen path; statuses into st. */
+fngd_status_t factor_and_solve(fngd_backend_ctx_t* ctx, fngd_cuda_chol_path path,
+                               const batched_layout& L, const status_view& st, int N, int count,
+                               int lwork, cudaStream_t s, fngd_err_t* err)
+{
+    const size_t nn = (size_t)N * N;
+    if (path == FNGD_CUDA_CHOL_BATCHED) {
+        double** A = L.ptrs;
+        double** B = L.ptrs + count;
+        FNGD_CUDA_TRY(err, fngd_launch_batch_pointers(A, L.Kd, (int64_t)nn, B, L.x, N, count, s));
+        {
+            fngd_nvtx_range r("factor");
+            FNGD_CUSOLVER_TRY(err, cusolverDnDpotrfBatched(ctx->solver, CUBLAS_FILL_MODE_LOWER, N,
+                                                           A, N, st.potrf_info, count));
+        }
+        fngd_nvtx_range r("solve");
+        /* A failed factor leaves garbage in its x only; the store skips that matrix. */
+        FNGD_CUSOLVER_TRY(err, cusolverDnDpotrsBatched(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1,
+                                                       A, N, B, N, st.potrs_info, count));
+        return FNGD_SUCCESS;
+    }
+    {
+        fngd_nvtx_range r("factor");
+        /* One potrf work buffer serves every matrix: the calls run in stream order. */
+        for (int m = 0; m < count; ++m)
+            FNGD_CUSOLVER_TRY(err, cusolverDnDpotrf(ctx->solver, CUBLAS_FILL_MODE_LOWER, N,
+                                                    L.Kd + m * nn, N, L.work, lwork,
+                                                    st.potrf_info + m));
+    }
+    fngd_nvtx_range r("solve");
+    for (int m = 0; m < count; ++m)
+        FNGD_CUSOLVER_TRY(err, cusolverDnDpotrs(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1,
+                                                L.Kd + m * nn, N, L.x + (size_t)m * N, N,
+                                                st.potrs_info + m));
+    return FNGD_SUCCESS;
+}
+}  // namespace
+
+fngd_cuda_chol_path fngd_cuda_chol_resolve(int N, fngd_cuda_chol_path path)
+{
+    if (path != FNGD_CUDA_CHOL_AUTO) return path;
+    return N <= FNGD_CUDA_BATCHED_POTRF_MAX_N ? FNGD_CUDA_CHOL_BATCHED : FNGD_CUDA_CHOL_LOOPED;
+}
+
+size_t fngd_cuda_solve_batched_bytes(fngd_backend_ctx_t* ctx, int N, int count,
+                                     fngd_cuda_chol_path path)
+{
+    if (N <= 0 || count <= 0) return 0;
+    path = fngd_cuda_chol_resolve(N, path);
+    int lwork = 0;
+    if (path == FNGD_CUDA_CHOL_LOOPED) {
+        fngd_err_t scratch_err;
+        fngd_cuda_device_guard dev;
+        if (dev.enter(ctx->device, &scratch_err) != FNGD_SUCCESS ||
+            fngd_cuda_potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) !=
+                FNGD_SUCCESS) {
+            /* Cannot fail by signature: a generous bound, as the single solve's query does;
+             * the solve itself re-queries and reports any real problem. */
+            cudaGetLastError();
+            lwork = N * N;
+        }
+    }
+    return carve(nullptr, N, count, path, lwork).bytes;
+}
+
+size_t fngd_cuda_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count)
+{
+    return fngd_cuda_solve_batched_bytes(ctx, N, count, FNGD_CUDA_CHOL_AUTO);
+}
+
+fngd_status_t fngd_cuda_factor_solve_batched_on(fngd_backend_ctx_t* ctx, fngd_cuda_chol_path path,
+                                                const float* K, int count, int N,
+                                                fngd_damping_kind_t damping_kind, double damping,
+                                                const double* min_shift, const float* rhs,
+                                                float* alpha, int ld_alpha, int* info,
+                                                double* shift_used, double* trace_K, void* ws,
+                                                size_t ws_bytes, fngd_stream_t stream,
+                                                fngd_err_t* err)
+{
+    FNGD_REQUIRE(err, K && alpha && min_shift && info && shift_used && trace_K && count >= 1 &&
+                          N >= 1 && ld_alpha >= N,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "factor_solve_batched: null argument, count = %d, N = %d or ld_alpha = %d",
+                 count, N, ld_alpha);
+    FNGD_REQUIRE(err, ws != NULL, FNGD_ERROR_INTERNAL, "factor_solve_batched: no workspace");
+    path = fngd_cuda_chol_resolve(N, path);
+    const cudaStream_t s = fngd_cuda_stream(stream);
+    fngd_cuda_device_guard dev;
+    FNGD_TRY(dev.enter(ctx->device, err));
+    FNGD_TRY(fngd_cuda_bind(ctx, s, err));
+    int lwork = 0;
+    if (path == FNGD_CUDA_CHOL_LOOPED)
+        FNGD_TRY(fngd_cuda_potrf_lwork(ctx, N, (double*)ws /* where Kd goes */, &lwork, err));
+    const batched_layout L = carve(ws, N, count, path, lwork);
+    FNGD_REQUIRE(err, ws_bytes >= L.bytes, FNGD_ERROR_INTERNAL,
+                 "factor_solve_batched: workspace of %zu bytes, %zu needed", ws_bytes, L.bytes);
+
+    /* Staging: the floors go up from its front, the statuses come back behind them. */
+    const size_t floors_bytes = (size_t)count * sizeof(double);
+    const size_t st_bytes = status_bytes(count);
+    FNGD_TRY(reserve_staging(ctx, floors_bytes + st_bytes, err));
+    memcpy(ctx->batch_host, min_shift, floors_bytes);
+    void* status_host = (char*)ctx->batch_host + floors_bytes;
+    const status_view st = view_status(L.status, count);
+    {
+        fngd_nvtx_range r("damping");
+        FNGD_CUDA_TRY(err, cudaMemsetAsync(L.status, 0, st_bytes, s));
+        FNGD_CUDA_TRY(err, cudaMemcpyAsync(L.floors, ctx->batch_host, floors_bytes,
+                                           cudaMemcpyHostToDevice, s));
+        fngd_damping_params D;
+        D.K = K;
+        D.Kd = L.Kd;
+        D.rhs = rhs;
+        D.b = L.x;
+        D.N = N;
+        D.count = count;
+        D.trace_relative = damping_kind == FNGD_DAMPING_TRACE_RELATIVE;
+        D.damping = damping;
+        D.min_shift = 0.0; /* unused: per-matrix floors */
+        D.min_shifts = L.floors;
+        D.trace = st.trace;
+        D.shift = st.shift;
+        D.nan = st.nan;
+        FNGD_CUDA_TRY(err, fngd_launch_damping(D, s));
+    }
+    FNGD_TRY(factor_and_solve(ctx, path, L, st, N, count, lwork, s, err));
+    {
+        fngd_nvtx_range r("store");
+        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, st.potrf_info, st.nan, alpha, N, count,
+                                                      ld_alpha, s));
+        FNGD_CUDA_TRY(err, cudaMemcpyAsync(status_host, L.status, st_bytes,
+                                           cudaMemcpyDeviceToHost, s));
+        FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
+    }
+    const status_view h = view_status(status_host, count);
+    /* A NaN in any matrix fails the whole call (the store above wrote no alpha), as a NaN
+     * makes LAPACKE_dpotrf fail in the CPU backend. */
+    for (int m = 0; m < count; ++m)
+        FNGD_REQUIRE(err, !h.nan[m], FNGD_ERROR_BACKEND,
+                     "factor_solve_batched: damped Gram matrix %d of %d contains NaN "
+                     "(trace %g, shift %g)", m, count, h.trace[m], h.shift[m]);
+    for (int m = 0; m < count; ++m)
+        FNGD_REQUIRE(err, h.potrf_info[m] >= 0 && h.potrs_info[m] == 0, FNGD_ERROR_BACKEND,
+                     "cuSOLVER reported an invalid argument for matrix %d of %d "
+                     "(potrf info %d, potrs info %d)", m, count, h.potrf_info[m],
+                     h.potrs_info[m]);
+    for (int m = 0; m < count; ++m) {
+        info[m] = h.potrf_info[m];
+        shift_used[m] = h.shift[m];
+        trace_K[m] = h.trace[m];
+    }
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t fngd_cuda_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count,
+                                             int N, fngd_damping_kind_t damping_kind,
+                                             double damping, const double* min_shift,
+                                             const float* rhs, float* alpha, int ld_alpha,
+                                             int* info, double* shift_used, double* trace_K,
+                                             void* ws, size_t ws_bytes, fngd_stream_t stream,
+                                             fngd_err_t* err)
+{
+    fngd_nvtx_range r("factor_solve_batched");
+    return fngd_cuda_factor_solve_batched_on(ctx, FNGD_CUDA_CHOL_AUTO, K, count, N, damping_kind,
+                                             damping, min_shift, rhs, alpha, ld_alpha, info,
+                                             shift_used, trace_K, ws, ws_bytes, stream, err);
+}
