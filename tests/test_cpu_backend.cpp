@@ -870,10 +870,10 @@ TEST_F(CpuBackend, SgdUpdateMatchesDefinition) {
             if (!with_mom && momentum != 0.0f) continue;
             Vec param = random_vec(n, 90), dir = random_vec(n, 91), mom = random_vec(n, 92);
             Vec p0 = param, m0 = mom;
-            ASSERT_EQ(
-                ops->sgd_update(ctx, param.data(), dir.data(), with_mom ? mom.data() : nullptr, n,
-                                0.1f, momentum, 0.01f, nullptr, &err),
-                FNGD_SUCCESS);
+            const fngd_update_tensor_t t = {param.data(), dir.data(),
+                                            with_mom ? mom.data() : nullptr, n};
+            ASSERT_EQ(ops->sgd_update(ctx, &t, 1, 0.1f, momentum, 0.01f, nullptr, &err),
+                      FNGD_SUCCESS);
             for (int64_t k = 0; k < n; ++k) {
                 double d = (double)dir[k] + 0.01 * p0[k];
                 double v = with_mom ? momentum * (double)m0[k] + d : d;
@@ -883,10 +883,27 @@ TEST_F(CpuBackend, SgdUpdateMatchesDefinition) {
             }
         }
     }
-    Vec param(3), dir(3);
-    EXPECT_EQ(
-        ops->sgd_update(ctx, param.data(), dir.data(), nullptr, 3, 0.1f, 0.9f, 0.0f, nullptr, &err),
-        FNGD_ERROR_INVALID_ARGUMENT);
+    // Several tensors in one call equal one call each; a bad tensor anywhere updates nothing.
+    Vec p1 = random_vec(5, 93), p2 = random_vec(11, 94), d1 = random_vec(5, 95),
+        d2 = random_vec(11, 96), m1(5, 0.5f), m2(11, -0.5f);
+    Vec q1 = p1, q2 = p2, n1 = m1, n2 = m2;
+    const fngd_update_tensor_t both[2] = {{p1.data(), d1.data(), m1.data(), 5},
+                                          {p2.data(), d2.data(), m2.data(), 11}};
+    ASSERT_EQ(ops->sgd_update(ctx, both, 2, 0.1f, 0.9f, 0.01f, nullptr, &err), FNGD_SUCCESS);
+    const fngd_update_tensor_t one1 = {q1.data(), d1.data(), n1.data(), 5},
+                               one2 = {q2.data(), d2.data(), n2.data(), 11};
+    ASSERT_EQ(ops->sgd_update(ctx, &one1, 1, 0.1f, 0.9f, 0.01f, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(ops->sgd_update(ctx, &one2, 1, 0.1f, 0.9f, 0.01f, nullptr, &err), FNGD_SUCCESS);
+    EXPECT_EQ(p1, q1);
+    EXPECT_EQ(p2, q2);
+    EXPECT_EQ(m1, n1);
+    EXPECT_EQ(m2, n2);
+    Vec param(3, 1.0f), dir(3, 1.0f), keep = p1;
+    const fngd_update_tensor_t bad[2] = {{p1.data(), d1.data(), m1.data(), 5},
+                                         {param.data(), dir.data(), nullptr, 3}};  // no momentum
+    EXPECT_EQ(ops->sgd_update(ctx, bad, 2, 0.1f, 0.9f, 0.0f, nullptr, &err),
+              FNGD_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(p1, keep);  // the valid first tensor was not updated either
 }
 
 TEST_F(CpuBackend, MemoryCopiesAndFiniteCheck) {

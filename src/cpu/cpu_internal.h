@@ -123,9 +123,9 @@ fngd_status_t cpu_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* lay
                                 float scale, float* out_w, float* out_b, void* ws,
                                 size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
 
-fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, float* param, const float* dir,
-                             float* mom, int64_t n, float lr, float momentum,
-                             float weight_decay, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
+                             int count, float lr, float momentum, float weight_decay,
+                             fngd_stream_t stream, fngd_err_t* err);
 
 #ifdef __cplusplus
 }

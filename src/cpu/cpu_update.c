@@ -1,21 +1,33 @@
-/* sgd_update: SGD with momentum and (decoupled, not preconditioned) weight decay, in place. */
+/* sgd_update: SGD with momentum and (decoupled, not preconditioned) weight decay, in place,
+ * for a list of tensors. */
 #include "cpu_internal.h"
 
-fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, float* param, const float* dir,
-                             float* mom, int64_t n, float lr, float momentum,
-                             float weight_decay, fngd_stream_t stream, fngd_err_t* err) {
-    FNGD_REQUIRE(err, n >= 0 && (n == 0 || (param && dir)), FNGD_ERROR_INVALID_ARGUMENT,
-                 "cpu sgd_update: null buffer or n = %lld < 0", (long long)n);
-    FNGD_REQUIRE(err, mom || momentum == 0.0f, FNGD_ERROR_INVALID_ARGUMENT,
-                 "cpu sgd_update: momentum %g without a momentum buffer", (double)momentum);
-    for (int64_t k = 0; k < n; ++k) {
-        const float d = dir[k] + weight_decay * param[k];
-        float v = d;
-        if (mom) {
-            mom[k] = momentum * mom[k] + d;
-            v = mom[k];
+fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
+                             int count, float lr, float momentum, float weight_decay,
+                             fngd_stream_t stream, fngd_err_t* err) {
+    FNGD_REQUIRE(err, count >= 0 && (count == 0 || tensors), FNGD_ERROR_INVALID_ARGUMENT,
+                 "cpu sgd_update: %d tensors, list %p", count, (const void*)tensors);
+    for (int t = 0; t < count; ++t) {
+        const fngd_update_tensor_t* x = &tensors[t];
+        FNGD_REQUIRE(err, x->n >= 0 && (x->n == 0 || (x->param && x->dir)),
+                     FNGD_ERROR_INVALID_ARGUMENT, "cpu sgd_update: tensor %d: null buffer or n = %lld",
+                     t, (long long)x->n);
+        FNGD_REQUIRE(err, x->mom || momentum == 0.0f, FNGD_ERROR_INVALID_ARGUMENT,
+                     "cpu sgd_update: tensor %d: momentum %g without a momentum buffer", t,
+                     (double)momentum);
+    }
+    for (int t = 0; t < count; ++t) {
+        float *param = tensors[t].param, *mom = tensors[t].mom;
+        const float* dir = tensors[t].dir;
+        for (int64_t k = 0; k < tensors[t].n; ++k) {
+            const float d = dir[k] + weight_decay * param[k];
+            float v = d;
+            if (mom) {
+                mom[k] = momentum * mom[k] + d;
+                v = mom[k];
+            }
+            param[k] -= lr * v;
         }
-        param[k] -= lr * v;
     }
     return FNGD_SUCCESS;
 }

@@ -181,9 +181,9 @@ fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* ta
                                         fngd_err_t* err);
 fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const float* x, size_t n,
                                      int* nonfinite, fngd_stream_t stream, fngd_err_t* err);
-fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, float* param, const float* dir,
-                                   float* mom, int64_t n, float lr, float momentum,
-                                   float weight_decay, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
+                                   int count, float lr, float momentum, float weight_decay,
+                                   fngd_stream_t stream, fngd_err_t* err);
 
 /* Id staging (cuda_ids.cu): device copy of host ids (NULL when ids is NULL) in ring slot
  * *slot (-1: none to release); release after enqueueing the kernel that reads it. */

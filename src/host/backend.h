@@ -23,6 +23,14 @@ extern "C" {
 
 typedef struct fngd_backend_ctx fngd_backend_ctx_t;
 
+/* One tensor of a multi-tensor SGD update (host struct; the pointers are backend memory). */
+typedef struct fngd_update_tensor {
+    float* param;
+    const float* dir;
+    float* mom;   /* NULL when momentum == 0 */
+    int64_t n;
+} fngd_update_tensor_t;
+
 /* Coefficient-table statistics over the stored keys of one set (host struct). */
 typedef struct fngd_coef_summary {
     int64_t count;
@@ -119,12 +127,14 @@ typedef struct fngd_backend_ops {
                                    float scale, float* out_w, float* out_b, void* ws,
                                    size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
 
-    /* SGD with momentum, decoupled from preconditioning, for n floats:
+    /* SGD with momentum, decoupled from preconditioning, for every tensor of the host array
+     * tensors[0..count) in one pass (a backend may fuse them into one launch):
      *   d = dir + weight_decay * param;  mom = momentum * mom + d (mom may be NULL if
-     *   momentum == 0, then mom_val = d);  param -= lr * mom_val. */
-    fngd_status_t (*sgd_update)(fngd_backend_ctx_t* ctx, float* param, const float* dir,
-                                float* mom, int64_t n, float lr, float momentum,
-                                float weight_decay, fngd_stream_t stream, fngd_err_t* err);
+     *   momentum == 0, then mom_val = d);  param -= lr * mom_val.
+     * All tensors are validated before any is updated. */
+    fngd_status_t (*sgd_update)(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
+                                int count, float lr, float momentum, float weight_decay,
+                                fngd_stream_t stream, fngd_err_t* err);
 
     /* dst[0..n) = src[0..n) (both backend memory). */
     fngd_status_t (*copy)(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,

@@ -54,7 +54,8 @@ struct fngd_handle {
     fngd_stream_t last_stream;/* stream of the last enqueuing call: queries read after it */
     int64_t* id_scratch;
     double* solve_scratch;    /* host, 3 * nsets: min_shift, shift, trace of the batched solve */
-    int* solve_info;          /* host, nsets: Cholesky status of the batched solve */      /* host, max_batch: sorted copy of the ids for the duplicate check */
+    int* solve_info;          /* host, nsets: Cholesky status of the batched solve */
+    fngd_update_tensor_t* update_list; /* host, 2 * num_layers: the multi-tensor SGD update */      /* host, max_batch: sorted copy of the ids for the duplicate check */
 };
 
 #ifdef __cplusplus

@@ -84,8 +84,8 @@ static fngd_status_t store_coefficients(fngd_handle_t h, int N, const int64_t* i
     return s;
 }
 
-/* The weighted reduction of one layer into its grad buffers, or into the direction scratch
- * followed by the SGD update of its parameters. */
+/* The weighted reduction of one layer: into its grad buffers (WRITE_GRAD) or into its
+ * direction scratch (APPLY_SGD, applied afterwards by apply_sgd). */
 static fngd_status_t produce_direction(fngd_handle_t h, int l, const fngd_layer_batch_t* batch,
                                        int N, fngd_stream_t stream) {
     const fngd_config_t* c = &h->cfg;
@@ -96,24 +96,37 @@ static fngd_status_t produce_direction(fngd_handle_t h, int l, const fngd_layer_
     int apply = c->output == FNGD_OUTPUT_APPLY_SGD;
     float* out_w = apply ? L->direction : d->grad_weight;
     float* out_b = apply ? (L->n_bias ? L->direction + L->n_weight : NULL) : d->grad_bias;
-    fngd_status_t s = h->ops->weighted_grad(h->ctx, L, batch, N, alpha, scale, out_w, out_b,
-                                            h->workspace, h->workspace_bytes, stream, &h->err);
-    FNGD_TRY(s);
-    if (!apply) return FNGD_SUCCESS;
-    float* mom = L->momentum;
-    s = h->ops->sgd_update(h->ctx, d->weight, L->direction, mom, L->n_weight, c->learning_rate,
-                           c->momentum, c->weight_decay, stream, &h->err);
-    if (s == FNGD_SUCCESS && L->n_bias)
-        s = h->ops->sgd_update(h->ctx, d->bias, L->direction + L->n_weight,
-                               mom ? mom + L->n_weight : NULL, L->n_bias, c->learning_rate,
-                               c->momentum, c->weight_decay, stream, &h->err);
-    /* Callers that also registered grad buffers get the direction there too. */
-    if (s == FNGD_SUCCESS && d->grad_weight)
-        s = h->ops->copy(h->ctx, d->grad_weight, L->direction, L->n_weight, stream, &h->err);
-    if (s == FNGD_SUCCESS && L->n_bias && d->grad_bias)
-        s = h->ops->copy(h->ctx, d->grad_bias, L->direction + L->n_weight, L->n_bias, stream,
-                         &h->err);
-    return s;
+    return h->ops->weighted_grad(h->ctx, L, batch, N, alpha, scale, out_w, out_b, h->workspace,
+                                 h->workspace_bytes, stream, &h->err);
+}
+
+/* APPLY_SGD: one multi-tensor update of every parameter from its direction; callers that also
+ * registered grad buffers get the direction there too. */
+static fngd_status_t apply_sgd(fngd_handle_t h, fngd_stream_t stream) {
+    const fngd_config_t* c = &h->cfg;
+    fngd_update_tensor_t* list = h->update_list;
+    int count = 0;
+    for (int l = 0; l < h->num_layers; ++l) {
+        const fngd_layer_t* L = &h->layers[l];
+        list[count++] = (fngd_update_tensor_t){L->desc.weight, L->direction, L->momentum,
+                                               L->n_weight};
+        if (L->n_bias)
+            list[count++] = (fngd_update_tensor_t){L->desc.bias, L->direction + L->n_weight,
+                                                   L->momentum ? L->momentum + L->n_weight : NULL,
+                                                   L->n_bias};
+    }
+    FNGD_TRY(h->ops->sgd_update(h->ctx, list, count, c->learning_rate, c->momentum,
+                                c->weight_decay, stream, &h->err));
+    for (int l = 0; l < h->num_layers; ++l) {
+        const fngd_layer_t* L = &h->layers[l];
+        if (L->desc.grad_weight)
+            FNGD_TRY(h->ops->copy(h->ctx, L->desc.grad_weight, L->direction, L->n_weight, stream,
+                                  &h->err));
+        if (L->n_bias && L->desc.grad_bias)
+            FNGD_TRY(h->ops->copy(h->ctx, L->desc.grad_bias, L->direction + L->n_weight,
+                                  L->n_bias, stream, &h->err));
+    }
+    return FNGD_SUCCESS;
 }
 
 static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
@@ -149,6 +162,7 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
         FNGD_TRY(gather_coefficients(h, N, ids, stream));
     }
     for (int l = 0; l < h->num_layers; ++l) FNGD_TRY(produce_direction(h, l, &batches[l], N, stream));
+    if (c->output == FNGD_OUTPUT_APPLY_SGD) FNGD_TRY(apply_sgd(h, stream));
 
     fngd_counters_t* k = &h->counters;
     if (collect) {
