@@ -385,6 +385,12 @@ TEST_F(BadInput, NonFiniteInputs) {
                     Snapshot s = snap();
                     expect_rejected(step_with(m.batches(), kN, ids.data()), FNGD_ERROR_NONFINITE,
                                     s, true);
+                    // The message names the array: all arrays are checked in one call.
+                    const std::string msg = fngd_get_last_error(h);
+                    EXPECT_NE(msg.find("layer " + std::to_string(l) + ": " +
+                                       (which ? "grad_output" : "input")),
+                              std::string::npos)
+                        << msg;
                     buf[at] = keep;
                 }
             }
@@ -400,6 +406,7 @@ TEST_F(BadInput, NonFiniteCustomRhs) {
     Snapshot s = snap();
     expect_rejected(step_with(m.batches(), kN, ids.data(), rhs.data()), FNGD_ERROR_NONFINITE, s,
                     true);
+    EXPECT_NE(std::string(fngd_get_last_error(h)).find("rhs"), std::string::npos);
     expect_same_future();
 }
 

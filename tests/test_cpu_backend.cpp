@@ -923,16 +923,38 @@ TEST_F(CpuBackend, MemoryCopiesAndFiniteCheck) {
     ops->free(ctx, p);
 
     int bad = -1;
-    ASSERT_EQ(ops->check_finite(ctx, src.data(), src.size(), &bad, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(check_one(ops, ctx, src.data(), src.size(), &bad, nullptr, &err), FNGD_SUCCESS);
     EXPECT_EQ(bad, 0);
     for (float v : {std::nanf(""), INFINITY, -INFINITY}) {
         Vec x = src;
         x[249] = v;
-        ASSERT_EQ(ops->check_finite(ctx, x.data(), x.size(), &bad, nullptr, &err), FNGD_SUCCESS);
+        ASSERT_EQ(check_one(ops, ctx, x.data(), x.size(), &bad, nullptr, &err), FNGD_SUCCESS);
         EXPECT_EQ(bad, 1);
     }
-    ASSERT_EQ(ops->check_finite(ctx, nullptr, 0, &bad, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(check_one(ops, ctx, nullptr, 0, &bad, nullptr, &err), FNGD_SUCCESS);
     EXPECT_EQ(bad, 0);
+}
+
+// A list of arrays is checked in one call: 0 when all are finite, else 1 + the index of the
+// first array holding a NaN or Inf; an empty array and an empty list are finite.
+TEST_F(CpuBackend, FiniteCheckOfAList) {
+    Vec a = random_vec(10, 1), b = random_vec(33, 2), c = random_vec(5, 3);
+    fngd_array_ref_t list[4] = {{a.data(), a.size()}, {nullptr, 0}, {b.data(), b.size()},
+                                {c.data(), c.size()}};
+    int bad = -1;
+    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, nullptr, &err), FNGD_SUCCESS);
+    EXPECT_EQ(bad, 0);
+    ASSERT_EQ(ops->check_finite(ctx, list, 0, &bad, nullptr, &err), FNGD_SUCCESS);
+    EXPECT_EQ(bad, 0);
+    c[4] = INFINITY;
+    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, nullptr, &err), FNGD_SUCCESS);
+    EXPECT_EQ(bad, 4);
+    b[0] = std::nanf("");
+    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, nullptr, &err), FNGD_SUCCESS);
+    EXPECT_EQ(bad, 3);  // the first bad array
+    fngd_array_ref_t null_list[1] = {{nullptr, 3}};
+    EXPECT_EQ(ops->check_finite(ctx, null_list, 1, &bad, nullptr, &err),
+              FNGD_ERROR_INVALID_ARGUMENT);
 }
 
 // The finiteness scan (four segments in lockstep, exit test per block, n % 4 tail) against
@@ -958,7 +980,7 @@ TEST_F(CpuBackend, FiniteCheckAllPositionsAndPatterns) {
         SCOPED_TRACE("n " + std::to_string(n));
         Vec x = random_vec(n, (unsigned)n, -1e30f, 1e30f);
         int bad = -1;
-        ASSERT_EQ(ops->check_finite(ctx, x.data(), n, &bad, nullptr, &err), FNGD_SUCCESS);
+        ASSERT_EQ(check_one(ops, ctx, x.data(), n, &bad, nullptr, &err), FNGD_SUCCESS);
         EXPECT_EQ(bad, 0);
         std::vector<size_t> pos;
         if (n <= 40) {
@@ -974,7 +996,7 @@ TEST_F(CpuBackend, FiniteCheckAllPositionsAndPatterns) {
                 const float keep = x[k];
                 x[k] = from_bits(b);
                 bad = -1;
-                ASSERT_EQ(ops->check_finite(ctx, x.data(), n, &bad, nullptr, &err),
+                ASSERT_EQ(check_one(ops, ctx, x.data(), n, &bad, nullptr, &err),
                           FNGD_SUCCESS);
                 EXPECT_EQ(bad, 1) << "pattern " << std::hex << b << std::dec << " at " << k;
                 x[k] = keep;
@@ -984,7 +1006,7 @@ TEST_F(CpuBackend, FiniteCheckAllPositionsAndPatterns) {
         for (uint32_t b : good_bits) {
             Vec y(n, from_bits(b));
             ASSERT_TRUE(std::isfinite(y[0]));
-            ASSERT_EQ(ops->check_finite(ctx, y.data(), n, &bad, nullptr, &err), FNGD_SUCCESS);
+            ASSERT_EQ(check_one(ops, ctx, y.data(), n, &bad, nullptr, &err), FNGD_SUCCESS);
             EXPECT_EQ(bad, 0) << "pattern " << std::hex << b;
         }
     }

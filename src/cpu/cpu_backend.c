@@ -104,11 +104,17 @@ static int any_nonfinite(const float* x, size_t n) {
     return acc != 0;
 }
 
-static fngd_status_t cpu_check_finite(fngd_backend_ctx_t* ctx, const float* x, size_t n,
-                                      int* nonfinite, fngd_stream_t stream, fngd_err_t* err) {
-    FNGD_REQUIRE(err, nonfinite && (n == 0 || x), FNGD_ERROR_INVALID_ARGUMENT,
-                 "cpu check_finite: null argument");
-    *nonfinite = any_nonfinite(x, n);
+static fngd_status_t cpu_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
+                                      int count, int* nonfinite, fngd_stream_t stream,
+                                      fngd_err_t* err) {
+    FNGD_REQUIRE(err, nonfinite && count >= 0 && (count == 0 || arrays),
+                 FNGD_ERROR_INVALID_ARGUMENT, "cpu check_finite: null argument");
+    for (int a = 0; a < count; ++a)
+        FNGD_REQUIRE(err, arrays[a].n == 0 || arrays[a].x, FNGD_ERROR_INVALID_ARGUMENT,
+                     "cpu check_finite: array %d is NULL", a);
+    *nonfinite = 0;
+    for (int a = 0; a < count && !*nonfinite; ++a)
+        if (any_nonfinite(arrays[a].x, arrays[a].n)) *nonfinite = a + 1;
     return FNGD_SUCCESS;
 }
 

@@ -179,8 +179,9 @@ fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* ta
                                         const uint8_t* seen, int64_t num_keys, int nsets,
                                         int set, fngd_coef_summary_t* out, fngd_stream_t stream,
                                         fngd_err_t* err);
-fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const float* x, size_t n,
-                                     int* nonfinite, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
+                                     int count, int* nonfinite, fngd_stream_t stream,
+                                     fngd_err_t* err);
 fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                                    int count, float lr, float momentum, float weight_decay,
                                    fngd_stream_t stream, fngd_err_t* err);

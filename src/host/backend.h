@@ -31,6 +31,12 @@ typedef struct fngd_update_tensor {
     int64_t n;
 } fngd_update_tensor_t;
 
+/* A read-only array of n floats in backend memory (host struct), for check_finite. */
+typedef struct fngd_array_ref {
+    const float* x;
+    size_t n;
+} fngd_array_ref_t;
+
 /* Coefficient-table statistics over the stored keys of one set (host struct). */
 typedef struct fngd_coef_summary {
     int64_t count;
@@ -59,9 +65,12 @@ typedef struct fngd_backend_ops {
     size_t (*workspace_bytes)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
     size_t (*solver_workspace_bytes)(fngd_backend_ctx_t* ctx, int N);
 
-    /* Set *nonfinite to 1 if any of x[0..n) is NaN or Inf, else 0. Blocking (host result). */
-    fngd_status_t (*check_finite)(fngd_backend_ctx_t* ctx, const float* x, size_t n,
-                                  int* nonfinite, fngd_stream_t stream, fngd_err_t* err);
+    /* Check every array of the host list arrays[0..count) for NaN or Inf: *nonfinite = 0 if
+     * all are finite, else 1 + the index of an array that is not (CPU: the first such). One
+     * blocking result for the whole list (one synchronisation on a GPU). */
+    fngd_status_t (*check_finite)(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
+                                  int count, int* nonfinite, fngd_stream_t stream,
+                                  fngd_err_t* err);
 
     /* K (N x N, row-major, symmetric, both triangles written) = scale^2 * Gram of the layer's
      * per-sample gradients on this batch, using layer->method; with accumulate != 0 adds to K

@@ -55,7 +55,8 @@ struct fngd_handle {
     int64_t* id_scratch;
     double* solve_scratch;    /* host, 3 * nsets: min_shift, shift, trace of the batched solve */
     int* solve_info;          /* host, nsets: Cholesky status of the batched solve */
-    fngd_update_tensor_t* update_list; /* host, 2 * num_layers: the multi-tensor SGD update */      /* host, max_batch: sorted copy of the ids for the duplicate check */
+    fngd_update_tensor_t* update_list; /* host, 2 * num_layers: the multi-tensor SGD update */
+    fngd_array_ref_t* check_list;      /* host, 2 * num_layers + 1: arrays to check for NaN */      /* host, max_batch: sorted copy of the ids for the duplicate check */
 };
 
 #ifdef __cplusplus

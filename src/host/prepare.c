@@ -67,7 +67,9 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     fngd_host_free(h->solve_scratch);
     fngd_host_free(h->solve_info);
     fngd_host_free(h->update_list);
+    fngd_host_free(h->check_list);
     h->update_list = NULL;
+    h->check_list = NULL;
     h->id_scratch = NULL;
     h->solve_scratch = NULL;
     h->solve_info = NULL;
@@ -129,7 +131,11 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
     h->update_list = h->solve_info ? fngd_host_alloc(2 * (size_t)h->num_layers *
                                                          sizeof(fngd_update_tensor_t), 64)
                                    : NULL;
-    if (!h->id_scratch || !h->solve_scratch || !h->solve_info || !h->update_list) {
+    h->check_list = h->update_list ? fngd_host_alloc((2 * (size_t)h->num_layers + 1) *
+                                                         sizeof(fngd_array_ref_t), 64)
+                                   : NULL;
+    if (!h->id_scratch || !h->solve_scratch || !h->solve_info || !h->update_list ||
+        !h->check_list) {
         s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
         goto cleanup;
     }

@@ -144,18 +144,13 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
         FNGD_REQUIRE(err, rhs, FNGD_ERROR_INVALID_ARGUMENT,
                      "config.rhs is FNGD_RHS_CUSTOM: pass N right-hand-side values in rhs");
     FNGD_TRY(fngd_validate_ids(h, N, ids));
-    FNGD_TRY(fngd_validate_batches(h, N, batches, stream));
-    if (collect && c->rhs == FNGD_RHS_CUSTOM && c->check_finite) {
-        int bad = 0;
-        FNGD_TRY(h->ops->check_finite(h->ctx, rhs, (size_t)N, &bad, stream, err));
-        FNGD_REQUIRE(err, !bad, FNGD_ERROR_NONFINITE, "rhs contains NaN or Inf");
-    }
+    const float* custom_rhs = collect && c->rhs == FNGD_RHS_CUSTOM ? rhs : NULL;
+    FNGD_TRY(fngd_validate_batches(h, N, batches, custom_rhs, stream));
 
     int64_t retries = 0;
     double shift = 0.0;
     if (collect) {
-        FNGD_TRY(compute_coefficients(h, N, batches, c->rhs == FNGD_RHS_CUSTOM ? rhs : NULL,
-                                      &retries, &shift, stream));
+        FNGD_TRY(compute_coefficients(h, N, batches, custom_rhs, &retries, &shift, stream));
         /* Everything below writes state; the inputs were all validated above. */
         FNGD_TRY(store_coefficients(h, N, ids, stream));
     } else {

@@ -5,7 +5,7 @@
 /* Exponent all ones <=> NaN or Inf; integer test so fast-math cannot fold it away. */
 __device__ static inline int bad(float v) { return (__float_as_uint(v) & 0x7f800000u) == 0x7f800000u; }
 
-static __global__ void nonfinite_kernel(const float* x, size_t n, int* flag)
+static __global__ void nonfinite_kernel(const float* x, size_t n, int* flag, int tag)
 {
     int found = 0;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
@@ -22,14 +22,15 @@ static __global__ void nonfinite_kernel(const float* x, size_t n, int* flag)
     } else {
         for (size_t i = tid; i < n; i += stride) found |= bad(x[i]);
     }
-    if (__syncthreads_or(found) && threadIdx.x == 0) *flag = 1;
+    if (__syncthreads_or(found) && threadIdx.x == 0) *flag = tag;
 }
 
-cudaError_t fngd_launch_nonfinite(const float* x, size_t n, int* flag, cudaStream_t stream)
+cudaError_t fngd_launch_nonfinite(const float* x, size_t n, int* flag, int tag,
+                                  cudaStream_t stream)
 {
     if (n == 0) return cudaSuccess;
     size_t blocks = (n / 4 + 255) / 256 + 1;
     if (blocks > 2048) blocks = 2048;
-    nonfinite_kernel<<<(unsigned)blocks, 256, 0, stream>>>(x, n, flag);
+    nonfinite_kernel<<<(unsigned)blocks, 256, 0, stream>>>(x, n, flag, tag);
     return cudaGetLastError();
 }

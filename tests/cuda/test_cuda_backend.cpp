@@ -823,7 +823,7 @@ TEST(CudaBackend, CheckFiniteFindsNanAndInfAtAnyOffset) {
         int bad = -1;
         for (size_t offset : {(size_t)0, (size_t)1}) {  // aligned and misaligned start
             const size_t len = n + 1 - offset;
-            ASSERT_EQ(b.gpu->check_finite(b.gc, dx.f() + offset, len, &bad, nullptr, &b.err),
+            ASSERT_EQ(check_one(b.gpu, b.gc, dx.f() + offset, len, &bad, nullptr, &b.err),
                       FNGD_SUCCESS) << b.err.msg;
             EXPECT_EQ(bad, 0);
         }
@@ -832,11 +832,29 @@ TEST(CudaBackend, CheckFiniteFindsNanAndInfAtAnyOffset) {
                 Vec y = x;
                 y[pos] = v;
                 Dev dy(y);
-                ASSERT_EQ(b.gpu->check_finite(b.gc, dy.f(), n + 1, &bad, nullptr, &b.err),
+                ASSERT_EQ(check_one(b.gpu, b.gc, dy.f(), n + 1, &bad, nullptr, &b.err),
                           FNGD_SUCCESS);
                 EXPECT_EQ(bad, 1) << "n " << n << " pos " << pos;
             }
     }
+}
+
+TEST(CudaBackend, CheckFiniteOfAListReportsTheBadArray) {
+    // One call for several arrays; with one bad array its index comes back (1-based).
+    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    Backends b(1);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    Vec x = random_vec(1000, 1), y = random_vec(77, 2), z = random_vec(4099, 3);
+    Dev dx(x), dz(z);
+    y[76] = NAN;
+    Dev dy(y);
+    fngd_array_ref_t list[3] = {{dx.f(), x.size()}, {dz.f(), z.size()}, {dy.f(), y.size()}};
+    int bad = -1;
+    ASSERT_EQ(b.gpu->check_finite(b.gc, list, 2, &bad, nullptr, &b.err), FNGD_SUCCESS)
+        << b.err.msg;
+    EXPECT_EQ(bad, 0);
+    ASSERT_EQ(b.gpu->check_finite(b.gc, list, 3, &bad, nullptr, &b.err), FNGD_SUCCESS);
+    EXPECT_EQ(bad, 3);
 }
 
 TEST(CudaBackend, SgdUpdateMatchesCpu) {
