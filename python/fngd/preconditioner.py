@@ -67,12 +67,18 @@ def _choice(name, value, table):
 
 
 class _Capture:
-    """One forward pass of one layer: its library input and (after backward) dL/dy."""
-    __slots__ = ("a", "e")
+    """One forward pass of one layer: its library input and (after backward) dL/dy.
+
+    `a` may share storage with the module's input (no copy when it already is fp32 and
+    contiguous). With the weight-gradient node skipped, autograd no longer saves that input,
+    so its version check cannot catch an in-place change made after the layer ran; the version
+    recorded here lets step() refuse such a stale input instead of using it silently."""
+    __slots__ = ("a", "e", "version")
 
     def __init__(self, a):
         self.a = a
         self.e = None
+        self.version = a._version
 
 
 def _functorch_active() -> bool:
@@ -151,6 +157,7 @@ class FNGDPreconditioner:
         if not self.layers:
             raise L.UnsupportedLayerError("the model has no layer FNGD can precondition")
         self._handle = None
+        self._last_stream = None
         self._phase = _lib.PHASE_COLLECT
         self._hooks = []
         for layer in self.layers:
@@ -273,9 +280,18 @@ class FNGDPreconditioner:
         return devs.pop()
 
     def _stream(self, device):
-        if device.type == "cuda":
-            return ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
-        return None
+        """PyTorch's current stream on `device` as an fngd_stream_t (None on CPU). A handle's
+        calls share its workspace, and fngd.h leaves ordering calls made on different streams
+        to the caller: when the current stream differs from the last one used, it first waits
+        for the work already enqueued there."""
+        if device.type != "cuda":
+            return None
+        s = torch.cuda.current_stream(device)
+        last = self._last_stream
+        if last is not None and last != s:
+            s.wait_stream(last)
+        self._last_stream = s
+        return ctypes.c_void_p(s.cuda_stream)
 
     def _create_handle(self, device):
         cfg = _lib.Config.from_buffer_copy(self._config)
@@ -306,6 +322,7 @@ class FNGDPreconditioner:
             raise
         self._handle = h
         self._device_cached = device
+        self._last_stream = None  # no work enqueued by this handle yet
 
     def close(self) -> None:
         """Free the library handle (also done when the object is garbage-collected)."""
@@ -417,15 +434,19 @@ class FNGDPreconditioner:
             out.append(g)
         return out
 
-    def _grad_buffers(self, layer):
+    def _grad_buffers(self, layer, replaced):
         """fp32 contiguous buffers the library writes into: param.grad itself when it can be,
-        else a staging buffer copied into .grad after the step."""
+        else a staging buffer copied into .grad after the step. Looked up anew every step, as
+        optimizer.zero_grad(set_to_none=True) (or the user) may have dropped or swapped .grad.
+        Each (param, previous .grad) it replaces is appended to `replaced`, so that a failed
+        step can put back what was there instead of leaving uninitialised memory in .grad."""
         bufs = []
         for p in layer.params:
             g = p.grad
             usable = (g is not None and g.dtype == torch.float32 and g.is_contiguous()
                       and g.shape == p.shape and g.device == p.device)
             if not usable and p.dtype == torch.float32:
+                replaced.append((p, g))
                 p.grad = torch.empty(p.shape, dtype=torch.float32, device=p.device)
                 usable = True
             if usable:
@@ -453,6 +474,7 @@ class FNGDPreconditioner:
             raise RuntimeError("mode='global' in a reuse epoch: no step() is needed; weight the "
                                "per-sample losses with loss_weights(ids) and back-propagate "
                                "(see needs_loss_weights)")
+        replaced = []
         try:
             n = self._gather()
             ids = None if sample_ids is None else self._ids(sample_ids, n)
@@ -469,14 +491,19 @@ class FNGDPreconditioner:
             keep = []
             for i, l in enumerate(self.layers):
                 cap = l.captures[0]
-                if cap.a.device != device:
-                    raise RuntimeError(f"layer '{l.name}': input on {cap.a.device}, parameters "
-                                       f"on {device}")
+                for what, t in (("input", cap.a), ("output gradient", cap.e)):
+                    if t.device != device:
+                        raise RuntimeError(f"layer '{l.name}': {what} on {t.device}, "
+                                           f"parameters on {device}")
+                if cap.a._version != cap.version:
+                    raise RuntimeError(
+                        f"layer '{l.name}': its input was modified in place after the layer "
+                        "ran (its captured value is stale); make that operation out of place")
                 e = cap.e.to(torch.float32).contiguous()
                 keep.append(e)
                 batches[i].input = cap.a.data_ptr()
                 batches[i].grad_output = e.data_ptr()
-                bufs = self._grad_buffers(l)
+                bufs = self._grad_buffers(l, replaced)
                 ptrs = (bufs[0].data_ptr(), bufs[1].data_ptr() if len(bufs) > 1 else None)
                 if ptrs != l.buffers:
                     _lib.check(self._lib.fngd_set_layer_buffers(
@@ -494,6 +521,11 @@ class FNGDPreconditioner:
                         if p.grad is None:
                             p.grad = torch.empty_like(p)
                         p.grad.copy_(buf)
+        except BaseException:
+            # fngd_step changes nothing on failure (fngd.h); neither does this method.
+            for p, g in reversed(replaced):
+                p.grad = g
+            raise
         finally:
             self.discard()
 
@@ -583,7 +615,7 @@ class FNGDPreconditioner:
                                if sd["library_state"] is None
                                else "this libfngd lacks fngd_load_state"))
         old = (self._handle, [l.geom for l in self.layers], [l.buffers for l in self.layers],
-               getattr(self, "_device_cached", None))
+               getattr(self, "_device_cached", None), self._last_stream)
         self._handle = None
         try:
             for l, g in zip(self.layers, geoms):
@@ -597,7 +629,7 @@ class FNGDPreconditioner:
             self._handle = old[0]
             for l, g, b in zip(self.layers, old[1], old[2]):
                 l.geom, l.buffers = g, b
-            self._device_cached = old[3]
+            self._device_cached, self._last_stream = old[3], old[4]
             raise
         if old[0] is not None:
             self._lib.fngd_destroy(old[0])
