@@ -460,13 +460,19 @@ class FNGDPreconditioner:
                 bufs.append(buf)
         return bufs
 
-    def step(self, sample_ids=None) -> None:
+    def step(self, sample_ids=None, grad_scale=None) -> bool:
         """Write the FNGD direction of this batch into .grad of every preconditioned parameter.
 
         sample_ids: the data-set index of each sample in the batch (tensor or sequence of N
         ints; fngd.IndexedDataset provides them), or None to key coefficients by batch position
         (right only when every epoch visits the data in the same order).
-        Call after loss.backward() and before optimizer.step().
+        grad_scale: with fp16 loss scaling (torch.amp.GradScaler), the scale the loss was
+        multiplied by (scaler.get_scale()); the captured output gradients are divided by it, so
+        the direction is that of the true loss. Call scaler.unscale_(optimizer) before step()
+        and scaler.step(optimizer) after. A batch whose scaled gradients overflowed (Inf/NaN) is
+        then skipped: step() returns False, changes nothing, and scaler.step skips it too.
+        Call after loss.backward() and before optimizer.step(). Returns True when the direction
+        was written.
         """
         if not self._hooks:
             raise RuntimeError("step() after remove_hooks()")
@@ -500,6 +506,8 @@ class FNGDPreconditioner:
                         f"layer '{l.name}': its input was modified in place after the layer "
                         "ran (its captured value is stale); make that operation out of place")
                 e = cap.e.to(torch.float32).contiguous()
+                if grad_scale is not None:  # the loss was scaled: back to the true gradients
+                    e = e / float(grad_scale)
                 keep.append(e)
                 batches[i].input = cap.a.data_ptr()
                 batches[i].grad_output = e.data_ptr()
@@ -513,6 +521,11 @@ class FNGDPreconditioner:
             status = self._lib.fngd_step(self._handle, n,
                                          self._id_ptr(ids) if ids is not None else None,
                                          batches, None, self._stream(device))
+            if status == _lib.ERROR_NONFINITE and grad_scale is not None:
+                # An overflowed loss-scaled batch: GradScaler skips it as well.
+                for p, g in reversed(replaced):
+                    p.grad = g
+                return False
             _lib.check(status, self._handle, "fngd_step")
             for l in self.layers:
                 for p in l.params:
@@ -521,6 +534,7 @@ class FNGDPreconditioner:
                         if p.grad is None:
                             p.grad = torch.empty_like(p)
                         p.grad.copy_(buf)
+            return True
         except BaseException:
             # fngd_step changes nothing on failure (fngd.h); neither does this method.
             for p, g in reversed(replaced):
