@@ -189,8 +189,9 @@ def _repo_root() -> str:
 
 def candidate_paths() -> list[str]:
     """Where the library is looked for, in order: $FNGD_LIBRARY (when set, the only candidate:
-    an explicit choice never falls back silently), a copy packaged next to this module, then
-    <repo>/build*/libfngd.so (most recently built first)."""
+    an explicit choice never falls back silently), a copy packaged next to this module (what
+    `pip install ./python` puts there, see python/setup.py), then <repo>/build*/libfngd.so
+    (most recently built first; only exists when this module runs from a source checkout)."""
     out = []
     env = os.environ.get("FNGD_LIBRARY")
     if env:
@@ -263,8 +264,9 @@ def load() -> ctypes.CDLL:
         _LIB = lib
         return lib
     raise LibraryNotFoundError(
-        "libfngd.so not found. Build it (cmake -S . -B build -DFNGD_ENABLE_CUDA=OFF && "
-        "cmake --build build) or point FNGD_LIBRARY at it. Tried: " +
+        "libfngd.so not found. Install the package with `pip install ./python` from the "
+        "repository root (it builds and bundles the library), or build it (cmake -S . -B build "
+        "-DFNGD_ENABLE_CUDA=OFF && cmake --build build) or point FNGD_LIBRARY at it. Tried: " +
         ("; ".join(tried) if tried else "no candidate (FNGD_LIBRARY unset, no packaged copy, "
                                         f"no {_repo_root()}/build*/libfngd.so)"))
 
