@@ -394,6 +394,11 @@ class FNGDPreconditioner:
 
     def _gather(self):
         """The (input, grad_output) of every layer for this step, validated."""
+        if any(c.e is not None for l in self.layers for c in l.captures):
+            # Forward passes that no backward reached (evaluation with gradients enabled, an
+            # aborted pass) are not part of this step: drop them rather than refuse the step.
+            for l in self.layers:
+                l.captures = [c for c in l.captures if c.e is not None]
         runs = {l.name: len(l.captures) for l in self.layers}
         if all(v == 0 for v in runs.values()):
             raise RuntimeError("step() called with nothing captured: run the forward pass with "
@@ -406,10 +411,9 @@ class FNGDPreconditioner:
         repeated = [n for n, v in runs.items() if v > 1]
         if repeated:
             raise RuntimeError(
-                f"step(): these layers ran more than once since the last step: {repeated}. "
-                "Shared modules, gradient accumulation and forward passes with gradients "
-                "enabled outside training are not supported (use torch.no_grad() for "
-                "evaluation, or pre.discard() to drop an aborted pass)")
+                f"step(): these layers took part in more than one backward pass since the "
+                f"last step: {repeated}. Shared modules and gradient accumulation are not "
+                "supported: call step() after every backward pass")
         no_grad = [l.name for l in self.layers if l.captures[0].e is None]
         if no_grad:
             raise RuntimeError("step() called before loss.backward(): no output gradient for "

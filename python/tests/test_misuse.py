@@ -74,9 +74,12 @@ def test_step_out_of_order():
     pre.step(torch.arange(8))
     with pytest.raises(RuntimeError, match="nothing captured"):
         pre.step(torch.arange(8))  # a second step for one backward
-    model(x)
+    model(x)  # a forward pass no backward reaches (evaluation with gradients on) is ignored
     forward_backward(model, x, y)
-    with pytest.raises(RuntimeError, match="more than once"):
+    pre.step(torch.arange(8))
+    forward_backward(model, x, y)
+    forward_backward(model, x, y)  # gradient accumulation: two backward passes, one step
+    with pytest.raises(RuntimeError, match="more than one backward"):
         pre.step(torch.arange(8))
     with torch.no_grad():
         model(x)  # evaluation under no_grad is not captured
