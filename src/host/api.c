@@ -197,11 +197,8 @@ fngd_status_t fngd_destroy(fngd_handle_t handle) {
 
 /* ---- layers ------------------------------------------------------------------------------- */
 
-#define REQUIRE_HANDLE(h) \
-    FNGD_REQUIRE(&g_thread_err, (h), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL")
-
 fngd_status_t fngd_add_layer(fngd_handle_t h, const fngd_layer_desc_t* desc, int* layer_id) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     fngd_err_t* err = &h->err;
     FNGD_REQUIRE(err, desc, FNGD_ERROR_INVALID_ARGUMENT, "desc is NULL");
     FNGD_REQUIRE(err, desc->struct_size == sizeof(fngd_layer_desc_t), FNGD_ERROR_INVALID_ARGUMENT,
@@ -231,7 +228,7 @@ fngd_status_t fngd_add_layer(fngd_handle_t h, const fngd_layer_desc_t* desc, int
 
 fngd_status_t fngd_set_layer_buffers(fngd_handle_t h, int layer_id, float* weight, float* bias,
                                      float* grad_weight, float* grad_bias) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, layer_id >= 0 && layer_id < h->num_layers, FNGD_ERROR_INVALID_ARGUMENT,
                  "layer_id %d out of range (%d layers)", layer_id, h->num_layers);
     fngd_layer_desc_t* d = &h->layers[layer_id].desc;
@@ -243,14 +240,14 @@ fngd_status_t fngd_set_layer_buffers(fngd_handle_t h, int layer_id, float* weigh
 }
 
 fngd_status_t fngd_get_num_layers(fngd_handle_t h, int* num_layers) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, num_layers, FNGD_ERROR_INVALID_ARGUMENT, "num_layers is NULL");
     *num_layers = h->num_layers;
     return FNGD_SUCCESS;
 }
 
 fngd_status_t fngd_get_layer_gram_method(fngd_handle_t h, int layer_id, fngd_gram_method_t* method) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, method, FNGD_ERROR_INVALID_ARGUMENT, "method is NULL");
     FNGD_REQUIRE(&h->err, layer_id >= 0 && layer_id < h->num_layers, FNGD_ERROR_INVALID_ARGUMENT,
                  "layer_id %d out of range (%d layers)", layer_id, h->num_layers);
@@ -259,7 +256,7 @@ fngd_status_t fngd_get_layer_gram_method(fngd_handle_t h, int layer_id, fngd_gra
 }
 
 fngd_status_t fngd_set_learning_rate(fngd_handle_t h, float learning_rate) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, isfinite(learning_rate) && learning_rate >= 0,
                  FNGD_ERROR_INVALID_ARGUMENT, "learning_rate must be finite and >= 0");
     h->cfg.learning_rate = learning_rate;

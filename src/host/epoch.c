@@ -6,9 +6,6 @@
 #include "nvtx_range.h"
 #include "step_internal.h"
 
-#define REQUIRE_HANDLE(h) \
-    if (!(h)) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL")
-
 /* Refresh the per-set fallback means from the table (after a collect epoch). */
 static fngd_status_t refresh_fallback(fngd_handle_t h, fngd_stream_t stream) {
     float means[64];
@@ -29,7 +26,7 @@ static fngd_status_t refresh_fallback(fngd_handle_t h, fngd_stream_t stream) {
 }
 
 fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     fngd_counters_t* k = &h->counters;
     FNGD_REQUIRE(&h->err, h->prepared && k->steps_in_epoch > 0, FNGD_ERROR_INVALID_STATE,
                  "fngd_end_epoch: no step was taken in epoch %d", k->epoch);
@@ -51,7 +48,7 @@ fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
 
 fngd_status_t fngd_get_loss_weights(fngd_handle_t h, int N, const int64_t* ids, float* weights,
                                     fngd_stream_t stream) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     fngd_err_t* err = &h->err;
     FNGD_REQUIRE(err, h->cfg.coef_mode == FNGD_COEF_GLOBAL, FNGD_ERROR_INVALID_STATE,
                  "loss weights exist only in global coefficient mode");
@@ -77,7 +74,7 @@ fngd_status_t fngd_get_loss_weights(fngd_handle_t h, int N, const int64_t* ids, 
 }
 
 fngd_status_t fngd_get_stats(fngd_handle_t h, fngd_stats_t* stats) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, stats, FNGD_ERROR_INVALID_ARGUMENT, "stats is NULL");
     FNGD_REQUIRE(&h->err, stats->struct_size == sizeof(fngd_stats_t), FNGD_ERROR_INVALID_ARGUMENT,
                  "stats.struct_size must be sizeof(fngd_stats_t) = %zu", sizeof(fngd_stats_t));
@@ -121,7 +118,7 @@ fngd_status_t fngd_get_stats(fngd_handle_t h, fngd_stats_t* stats) {
 
 fngd_status_t fngd_get_coefficients(fngd_handle_t h, int set, int64_t n, const int64_t* ids,
                                     float* coefs) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     fngd_err_t* err = &h->err;
     FNGD_REQUIRE(err, h->prepared, FNGD_ERROR_INVALID_STATE, "no step has been taken yet");
     FNGD_REQUIRE(err, set >= 0 && set < h->nsets, FNGD_ERROR_INVALID_ARGUMENT,

@@ -59,6 +59,11 @@ struct fngd_handle {
     fngd_array_ref_t* check_list;      /* host, 2 * num_layers + 1: arrays to check for NaN */      /* host, max_batch: sorted copy of the ids for the duplicate check */
 };
 
+/* Every public entry point that takes a handle starts with this: a NULL handle has no error
+ * record of its own, so the failure goes to the calling thread's (fngd_get_last_error(NULL)). */
+#define FNGD_REQUIRE_HANDLE(h) \
+    FNGD_REQUIRE(fngd_thread_err(), (h), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL")
+
 #ifdef __cplusplus
 }
 #endif

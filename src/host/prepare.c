@@ -18,7 +18,7 @@ static size_t workspace_need(fngd_handle_t h) {
 }
 
 fngd_status_t fngd_get_workspace_size(fngd_handle_t h, size_t* bytes) {
-    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, bytes, FNGD_ERROR_INVALID_ARGUMENT, "bytes is NULL");
     FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE, "no layer registered yet");
     *bytes = workspace_need(h);
@@ -26,7 +26,7 @@ fngd_status_t fngd_get_workspace_size(fngd_handle_t h, size_t* bytes) {
 }
 
 fngd_status_t fngd_set_workspace(fngd_handle_t h, void* workspace, size_t bytes) {
-    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, !h->prepared, FNGD_ERROR_INVALID_STATE,
                  "the workspace must be set before fngd_prepare / the first fngd_step");
     FNGD_REQUIRE(&h->err, workspace, FNGD_ERROR_INVALID_ARGUMENT, "workspace is NULL");
@@ -81,7 +81,7 @@ static fngd_status_t alloc_backend(fngd_handle_t h, void** p, size_t bytes) {
 }
 
 fngd_status_t fngd_prepare(fngd_handle_t h) {
-    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    FNGD_REQUIRE_HANDLE(h);
     if (h->prepared) return FNGD_SUCCESS;
     FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
                  "no layer registered: call fngd_add_layer first");

@@ -16,9 +16,6 @@
 #include "nvtx_range.h"
 #include "state_io.h"
 
-#define REQUIRE_HANDLE(h) \
-    if (!(h)) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL")
-
 static _Atomic(fngd_state_write_hook_t) g_write_hook; /* zero: no hook */
 
 void fngd_test_set_state_write_hook(fngd_state_write_hook_t hook) {
@@ -101,7 +98,7 @@ cleanup:
 }
 
 fngd_status_t fngd_save_file(fngd_handle_t h, const char* path) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, path && path[0], FNGD_ERROR_INVALID_ARGUMENT, "path is NULL or empty");
     fngd_nvtx_push("fngd_save_file");
     fngd_status_t s = save_file_impl(h, path);
@@ -140,7 +137,7 @@ static fngd_status_t read_file(fngd_handle_t h, const char* path, uint8_t** out,
 }
 
 fngd_status_t fngd_load_file(fngd_handle_t h, const char* path) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, path && path[0], FNGD_ERROR_INVALID_ARGUMENT, "path is NULL or empty");
     fngd_nvtx_push("fngd_load_file");
     uint8_t* image = NULL;

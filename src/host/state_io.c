@@ -11,9 +11,6 @@
 #include "state_io.h"
 #include "step_internal.h"
 
-#define REQUIRE_HANDLE(h) \
-    if (!(h)) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL")
-
 /* Sizes of one handle's image. */
 typedef struct state_plan {
     int nsets;
@@ -80,7 +77,7 @@ void fngd_state_layer_words(const fngd_layer_t* L, int64_t w[FNGD_STATE_LAYER_WO
 }
 
 fngd_status_t fngd_state_size(fngd_handle_t h, size_t* bytes) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, bytes, FNGD_ERROR_INVALID_ARGUMENT, "bytes is NULL");
     state_plan_t p;
     FNGD_TRY(make_plan(h, &p));
@@ -224,7 +221,7 @@ static fngd_status_t save_impl(fngd_handle_t h, void* buffer, size_t bytes, size
 }
 
 fngd_status_t fngd_save_state(fngd_handle_t h, void* buffer, size_t bytes, size_t* written) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, buffer, FNGD_ERROR_INVALID_ARGUMENT, "buffer is NULL");
     fngd_nvtx_push("fngd_save_state");
     fngd_status_t s = save_impl(h, buffer, bytes, written);
@@ -545,7 +542,7 @@ cleanup:
 }
 
 fngd_status_t fngd_load_state(fngd_handle_t h, const void* buffer, size_t bytes) {
-    REQUIRE_HANDLE(h);
+    FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, buffer, FNGD_ERROR_INVALID_ARGUMENT, "buffer is NULL");
     fngd_nvtx_push("fngd_load_state");
     fngd_status_t s = load_impl(h, buffer, bytes);

@@ -173,7 +173,7 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
 fngd_status_t fngd_step(fngd_handle_t h, int batch_size, const int64_t* sample_ids,
                         const fngd_layer_batch_t* batches, const float* rhs,
                         fngd_stream_t stream) {
-    if (!h) return FNGD_FAIL(fngd_thread_err(), FNGD_ERROR_INVALID_ARGUMENT, "handle is NULL");
+    FNGD_REQUIRE_HANDLE(h);
     fngd_nvtx_push(h->counters.phase == FNGD_PHASE_COLLECT ? "fngd_step(collect)" : "fngd_step(reuse)");
     h->last_stream = stream;
     fngd_status_t s = step_impl(h, batch_size, sample_ids, batches, rhs, stream);
