@@ -45,16 +45,17 @@ static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
                                     h->workspace, h->workspace_bytes, stream, &h->err));
     int count = h->nsets;
     double *min_shift = h->solve_scratch, *shift = min_shift + count, *trace = shift + count;
-    for (int k = 0; k < count; ++k) min_shift[k] = 0.0;
-    if (count == 1) /* global mode or a single layer: the plain factorization */
+    if (count == 1) { /* global mode or a single layer: the plain factorization */
         FNGD_TRY(h->ops->factor_solve(h->ctx, h->gram, N, c->damping_kind, c->damping, 0.0, rhs,
                                       h->alpha, h->solve_info, shift, trace, h->workspace,
                                       h->workspace_bytes, stream, &h->err));
-    else
+    } else {
+        for (int k = 0; k < count; ++k) min_shift[k] = 0.0; /* first attempt: damping alone */
         FNGD_TRY(h->ops->factor_solve_batched(h->ctx, h->gram, count, N, c->damping_kind,
                                               c->damping, min_shift, rhs, h->alpha, c->max_batch,
                                               h->solve_info, shift, trace, h->workspace,
                                               h->workspace_bytes, stream, &h->err));
+    }
     for (int k = 0; k < count; ++k)
         FNGD_TRY(retry_solve(h, h->gram + (size_t)k * nn, N, rhs,
                              h->alpha + (size_t)k * c->max_batch, h->solve_info[k], shift[k],
