@@ -2,7 +2,6 @@
 // descriptor helpers, lifecycle corner cases, layer queries and caller-provided workspace.
 #include <cstdlib>
 #include <set>
-#include <thread>
 
 #include "test_util.h"
 
@@ -303,62 +302,6 @@ TEST(ApiMisc, WorkspaceSetBeforeLargerLayerIsNotOverrun) {
     EXPECT_EQ(0u, touched) << "the library wrote " << touched
                            << " bytes past the caller's workspace (status "
                            << fngd_status_string(s) << ")";
-}
-
-}  // namespace
-
-
-namespace {
-
-// Distinct handles are independent and may be used from different threads at once: two
-// threads running the same training loop give the results of a serial run, bit for bit.
-TEST(ApiMisc, DistinctHandlesOnTwoThreads) {
-    auto run = [](uint64_t seed, std::vector<double>* out) {
-        const int N = 9;
-        Rng rng(seed);
-        Model m;
-        m.add(fngd_conv2d_desc(2, 3, 6, 6, 3, 3, 1));
-        m.add(fngd_linear_desc(5, 4, 1));
-        fngd_config_t cfg = base_config(N, 2 * N);
-        Handle h;
-        if (!make_handle(cfg, m, h)) return;
-        for (int epoch = 0; epoch < 2; ++epoch) {
-            for (int s = 0; s < 2; ++s) {
-                m.randomize(rng, N);
-                auto ids = iota_ids(N, s * N);
-                if (!step_ok(h, m, N, ids.data())) return;
-                for (int l = 0; l < m.size(); ++l) {
-                    auto d = m[l].written_direction();
-                    out->insert(out->end(), d.begin(), d.end());
-                }
-            }
-            if (fngd_end_epoch(h, nullptr) != FNGD_SUCCESS) return;
-        }
-    };
-    std::vector<double> serial1, serial2, par1, par2;
-    run(1, &serial1);
-    run(2, &serial2);
-    std::thread t1(run, 1, &par1), t2(run, 2, &par2);
-    t1.join();
-    t2.join();
-    ASSERT_FALSE(serial1.empty());
-    EXPECT_EQ(serial1, par1);
-    EXPECT_EQ(serial2, par2);
-}
-
-// The per-thread error of calls without a handle does not leak into another thread.
-TEST(ApiMisc, HandlelessErrorIsPerThread) {
-    fngd_config_t bad = base_config(4, 4);
-    bad.max_batch = 0;
-    fngd_handle_t out = nullptr;
-    ASSERT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_create(&bad, &out));
-    std::string here = fngd_get_last_error(nullptr);
-    EXPECT_NE("", here);
-    std::string there = "unset";
-    std::thread t([&] { there = fngd_get_last_error(nullptr); });
-    t.join();
-    EXPECT_EQ("", there);
-    EXPECT_EQ(here, fngd_get_last_error(nullptr));
 }
 
 }  // namespace
