@@ -252,7 +252,7 @@ bool bench_epoch_one(Env& E, int N) {
                 int info = 0;
                 double shift = 0, trace = 0;
                 CF(E.ops->factor_solve(E.ctx, K.f(), N, FNGD_DAMPING_TRACE_RELATIVE, 1.0, 1.0,
-                                       nullptr, alpha.f(), &info, &shift, &trace, ws.p, ws.bytes,
+                                       nullptr, 0, alpha.f(), &info, &shift, &trace, ws.p, ws.bytes,
                                        E.s, &g_err));
                 return true;
             }, &t_collect))
@@ -311,7 +311,7 @@ bool bench_cholesky(Env& E) {
         if (!E.timer.median_ms([&] {
                 for (int m = 0; m < count; ++m)
                     CF(E.ops->factor_solve(E.ctx, K.f() + (size_t)m * N * N, N,
-                                           FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr,
+                                           FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, 0,
                                            alpha.f() + (size_t)m * N, &info[m], &shift[m],
                                            &trace[m], ws.p, ws.bytes, E.s, &g_err));
                 return true;
@@ -322,7 +322,7 @@ bool bench_cholesky(Env& E) {
             if (!E.timer.median_ms([&] {
                     CF(fngd_cuda_factor_solve_batched_on(
                         E.ctx, paths[k], K.f(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-3,
-                        floors.data(), nullptr, alpha.f(), N, info.data(), shift.data(),
+                        floors.data(), nullptr, 0, alpha.f(), N, info.data(), shift.data(),
                         trace.data(), ws.p, ws.bytes, E.s, &g_err));
                     return true;
                 }, &t_path[k]))

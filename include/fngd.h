@@ -92,6 +92,37 @@ typedef enum fngd_rhs_kind {
     FNGD_RHS_CUSTOM = 1  /**< r is passed to every collect-phase fngd_step (e.g. iEF) */
 } fngd_rhs_kind_t;
 
+/**
+ * What the collect-phase solve keeps of alpha (README "Stable coefficient sharing"). Along an
+ * eigenvector v of K with eigenvalue s the plain alpha has the component (v^T r)/(s + N lambda):
+ * where s << N lambda (always for a layer with fewer parameters than the batch, whose K is
+ * rank-deficient) that component barely moves the epoch-one direction G alpha, yet it
+ * multiplies the new per-sample gradients of every reuse epoch.
+ */
+typedef enum fngd_coef_filter {
+    FNGD_FILTER_NONE = 0,  /**< the paper: alpha = (K + N lambda I)^-1 r */
+    FNGD_FILTER_RANGE = 1  /**< alpha = (K + N lambda I)^-1 K (K + N lambda I)^-1 r: each
+                                eigen-component scaled by s / (s + N lambda), so the part in the
+                                null space of K is exactly zero and the part used by the
+                                epoch-one direction is kept; one extra triangular solve. Used for
+                                the epoch-one direction too, so every epoch applies the same
+                                preconditioner */
+} fngd_coef_filter_t;
+
+/**
+ * Step-size control of the direction delta, applied after it is formed and before it is
+ * written or applied (README "Step-size control"). Both need the plain mean gradient g of each
+ * layer: one more weighted reduction per layer and step (uniform weights), and one blocking
+ * read of the dot products per step on a GPU.
+ */
+typedef enum fngd_step_control {
+    FNGD_STEP_NONE = 0,     /**< delta as computed */
+    FNGD_STEP_KL_CLIP = 1,  /**< KFAC's trust region: delta *= min(1, sqrt(kl_clip /
+                                 (lr^2 sum_l <delta_l, g_l>))) with lr = config.learning_rate */
+    FNGD_STEP_GRAFT = 2     /**< per layer, delta_l *= ||g_l|| / ||delta_l||: the direction of
+                                 FNGD with the step length of SGD, so SGD's learning rate applies */
+} fngd_step_control_t;
+
 /** Coefficient used in the reuse phase for an id that has no stored coefficient. */
 typedef enum fngd_fallback {
     FNGD_FALLBACK_STORED_MEAN = 0, /**< the mean of the stored coefficients of that set */
@@ -149,7 +180,9 @@ typedef struct fngd_config {
     fngd_rhs_kind_t rhs;             /**< default FNGD_RHS_ONES */
     fngd_fallback_t fallback;        /**< default FNGD_FALLBACK_STORED_MEAN */
     fngd_output_t output;            /**< default FNGD_OUTPUT_WRITE_GRAD */
-    float learning_rate;             /**< FNGD_OUTPUT_APPLY_SGD only; default 0.1 */
+    float learning_rate;             /**< FNGD_OUTPUT_APPLY_SGD, and FNGD_STEP_KL_CLIP (set it to
+                                          the caller's optimizer's rate with
+                                          fngd_set_learning_rate); default 0.1 */
     float momentum;                  /**< FNGD_OUTPUT_APPLY_SGD only; default 0.9, 0 disables */
     float weight_decay;              /**< FNGD_OUTPUT_APPLY_SGD only; default 0, not preconditioned */
     int check_finite;                /**< reject NaN/Inf inputs (one extra read of each input;
@@ -157,6 +190,15 @@ typedef struct fngd_config {
                                           for a sync-free, graph-capturable reuse step);
                                           default 1 */
     size_t max_workspace_bytes;      /**< cap the cost model honours; default 1 GiB */
+    fngd_coef_filter_t coef_filter;  /**< what the solve keeps of alpha; default
+                                          FNGD_FILTER_RANGE */
+    int exact_small_layers;          /**< per-layer mode: a layer with at most max_batch
+                                          parameters (norm affine blocks, small heads) gets its
+                                          Gram, factorization and solve in every step, reuse
+                                          epochs included, instead of stored coefficients; its
+                                          d <= N makes that cheap. 0 or 1; default 1 */
+    fngd_step_control_t step_control;/**< default FNGD_STEP_NONE */
+    double kl_clip;                  /**< FNGD_STEP_KL_CLIP bound, > 0; default 1e-3 */
 } fngd_config_t;
 
 #define FNGD_CONFIG_INIT                                                                     \
@@ -164,7 +206,7 @@ typedef struct fngd_config {
         sizeof(fngd_config_t), FNGD_BACKEND_CPU, 0, 0, 0, FNGD_COEF_PER_LAYER,               \
             FNGD_DAMPING_ABSOLUTE, 1e-3, 8, 10.0, 0, FNGD_GRAD_MEAN_LOSS, FNGD_RHS_ONES,     \
             FNGD_FALLBACK_STORED_MEAN, FNGD_OUTPUT_WRITE_GRAD, 0.1f, 0.9f, 0.0f, 1,          \
-            ((size_t)1 << 30)                                                                \
+            ((size_t)1 << 30), FNGD_FILTER_RANGE, 1, FNGD_STEP_NONE, 1e-3                     \
     }
 
 /**
@@ -229,6 +271,10 @@ typedef struct fngd_stats {
     double coef_min, coef_max, coef_mean; /**< over all stored coefficients of all sets */
     double last_damping;         /**< lambda actually used by the last factorization (per-layer
                                       mode: that of the last layer of the last collect step) */
+    double last_step_scale;      /**< step_control: the factor applied to the last step's
+                                      direction (graft: the mean over layers); 1 with
+                                      FNGD_STEP_NONE or before any step; a diagnostic that
+                                      checkpoints do not carry */
 } fngd_stats_t;
 
 /* ---------------------------------------------------------------------------------------- */

@@ -619,8 +619,9 @@ TEST_F(CpuBackend, FactorSolveMatchesNaiveCholesky) {
                         {FNGD_DAMPING_ABSOLUTE, 0.0, 0.5, true},  // min_shift wins
                         {FNGD_DAMPING_TRACE_RELATIVE, 0.1, 1e-6, true}};
     for (int N : {1, 7, 13}) {
-        for (const Opt& o : opts) {
-            SCOPED_TRACE("N " + std::to_string(N) + " kind " + std::to_string(o.kind));
+        for (const Opt& o : opts) for (int filter : {0, 1}) {
+            SCOPED_TRACE("N " + std::to_string(N) + " kind " + std::to_string(o.kind) +
+                         " filter " + std::to_string(filter));
             Vec K = random_gram(N, 60 + N);
             Vec rhs = random_vec(N, 70 + N, 0.5f, 2.0f);
             double trace = 0;
@@ -630,18 +631,27 @@ TEST_F(CpuBackend, FactorSolveMatchesNaiveCholesky) {
             shift = std::max(shift, o.min_shift);
             DVec A(K.begin(), K.end()), r(N, 1.0);
             for (int i = 0; i < N; ++i) A[(size_t)i * N + i] += shift;
+            DVec A2 = A;
             if (o.custom_rhs)
                 for (int i = 0; i < N; ++i) r[i] = rhs[i];
             ASSERT_TRUE(naive_chol_solve(A, N, r));
+            if (filter) {  // range filter: r = (K + shift I)^-1 K r, a second independent solve
+                DVec y(N, 0.0);
+                for (int i = 0; i < N; ++i)
+                    for (int j = 0; j < N; ++j) y[i] += (double)K[(size_t)i * N + j] * r[j];
+                ASSERT_TRUE(naive_chol_solve(A2, N, y));
+                r = y;
+            }
 
             Ws ws = make_ws(ops->solver_workspace_bytes(ctx, N));
-            EXPECT_EQ(ws.bytes, ((size_t)N * N + N) * sizeof(double));
+            EXPECT_EQ(ws.bytes, ((size_t)N * N + 2 * N) * sizeof(double));
             Vec alpha(N, std::nanf(""));
             int info = -1;
             double shift_used = 0, trace_K = 0;
             ASSERT_EQ(ops->factor_solve(ctx, K.data(), N, o.kind, o.damping, o.min_shift,
-                                        o.custom_rhs ? rhs.data() : nullptr, alpha.data(), &info,
-                                        &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
+                                        o.custom_rhs ? rhs.data() : nullptr, filter, alpha.data(),
+                                        &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr,
+                                        &err),
                       FNGD_SUCCESS)
                 << err.msg;
             EXPECT_TRUE(ws.canary_ok());
@@ -650,7 +660,8 @@ TEST_F(CpuBackend, FactorSolveMatchesNaiveCholesky) {
             EXPECT_NEAR(trace_K, trace, 1e-12 * trace);
             EXPECT_NEAR(shift_used, shift, 1e-12 * shift);
             // Both solves are double (errors ~ cond * 1e-16, cond <= trace/shift < 1e4 here);
-            // what remains is the rounding of alpha to float: 1 eps relative, 4 eps of margin.
+            // what remains is the rounding of alpha to float: 1 eps relative, 4 eps of margin
+            // (the filter's subtraction x - shift y is double too).
             double amax = 0;
             for (int i = 0; i < N; ++i) amax = std::max(amax, std::fabs(r[i]));
             for (int i = 0; i < N; ++i) EXPECT_NEAR(alpha[i], r[i], 4 * kEps * amax) << i;
@@ -668,7 +679,7 @@ TEST_F(CpuBackend, FactorSolveNotPositiveDefinite) {
     int info = 0;
     double shift_used = -1, trace_K = 0;
     ASSERT_EQ(
-        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, alpha.data(),
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, 0, alpha.data(),
                           &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
         FNGD_SUCCESS)
         << err.msg;
@@ -678,7 +689,7 @@ TEST_F(CpuBackend, FactorSolveNotPositiveDefinite) {
     for (float a : alpha) EXPECT_EQ(a, 42.0f);  // untouched
     // A shift above 1 makes it PD.
     ASSERT_EQ(
-        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.3, 0.0, nullptr, alpha.data(),
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 0.3, 0.0, nullptr, 0, alpha.data(),
                           &info, &shift_used, &trace_K, ws.ptr(), ws.bytes, nullptr, &err),
         FNGD_SUCCESS);
     EXPECT_EQ(info, 0);
@@ -694,13 +705,13 @@ TEST_F(CpuBackend, FactorSolveErrors) {
     double s = 0, t = 0;
     Ws small = make_ws(ops->solver_workspace_bytes(ctx, N) - 1);
     EXPECT_EQ(
-        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, alpha.data(),
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, 0, alpha.data(),
                           &info, &s, &t, small.ptr(), small.bytes, nullptr, &err),
         FNGD_ERROR_INTERNAL);
     K[5] = std::nanf("");
     Ws ws = make_ws(ops->solver_workspace_bytes(ctx, N));
     fngd_status_t st =
-        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, alpha.data(),
+        ops->factor_solve(ctx, K.data(), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, 0, alpha.data(),
                           &info, &s, &t, ws.ptr(), ws.bytes, nullptr, &err);
     // LAPACKE's NaN check reports an invalid argument (BACKEND); a build without it makes
     // the factorisation fail (info > 0). Either way alpha stays untouched.
@@ -726,7 +737,7 @@ TEST_F(CpuBackend, FactorSolveBatchedEqualsSingleCalls) {
         int info[count] = {-1, -1, -1};
         double shift[count], trace[count];
         ASSERT_EQ(ops->factor_solve_batched(ctx, K.data(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-2,
-                                            min_shift, nullptr, alpha.data(), ld, info, shift,
+                                            min_shift, nullptr, 0, alpha.data(), ld, info, shift,
                                             trace, ws.ptr(), ws.bytes, nullptr, &err),
                   FNGD_SUCCESS)
             << err.msg;
@@ -740,7 +751,7 @@ TEST_F(CpuBackend, FactorSolveBatchedEqualsSingleCalls) {
             int info1 = -1;
             double shift1 = 0, trace1 = 0;
             ASSERT_EQ(ops->factor_solve(ctx, K.data() + (size_t)s * N * N, N,
-                                        FNGD_DAMPING_ABSOLUTE, 1e-2, min_shift[s], nullptr,
+                                        FNGD_DAMPING_ABSOLUTE, 1e-2, min_shift[s], nullptr, 0,
                                         single.data(), &info1, &shift1, &trace1, ws.ptr(),
                                         ws.bytes, nullptr, &err),
                       FNGD_SUCCESS);
@@ -766,7 +777,7 @@ TEST_F(CpuBackend, FactorSolveBatchedNanWritesNoAlpha) {
     int info[count];
     double shift[count], trace[count];
     EXPECT_EQ(ops->factor_solve_batched(ctx, K.data(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-3,
-                                        min_shift, nullptr, alpha.data(), N, info, shift, trace,
+                                        min_shift, nullptr, 0, alpha.data(), N, info, shift, trace,
                                         ws.ptr(), ws.bytes, nullptr, &err),
               FNGD_ERROR_BACKEND);
     EXPECT_NE(std::string(err.msg).find("NaN"), std::string::npos) << err.msg;

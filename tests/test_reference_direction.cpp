@@ -24,14 +24,17 @@ TEST(Reference, DenseSolveEqualsGramSolve) {
         std::vector<double> G((size_t)(N * d)), r((size_t)N);
         for (double& x : G) x = rng.normal(0.1, 1.0);
         for (double& x : r) x = rng.uniform(0.5, 2.0);
-        for (const double* rp : {(const double*)nullptr, (const double*)r.data()}) {
-            double lambda = fngd_ref_lambda(FNGD_DAMPING_TRACE_RELATIVE, 0.05, G.data(), N, d);
-            std::vector<double> dense((size_t)d), alpha((size_t)N), viaK((size_t)d);
-            ASSERT_EQ(0, fngd_ref_dense_direction(G.data(), N, d, lambda, rp, dense.data()));
-            ASSERT_EQ(0, fngd_ref_coefficients(G.data(), N, d, lambda, rp, alpha.data()));
-            fngd_ref_weighted_sum(G.data(), N, d, alpha.data(), viaK.data());
-            EXPECT_LT(rel_err(viaK, dense), 1e-10) << "N=" << N;
-        }
+        for (const double* rp : {(const double*)nullptr, (const double*)r.data()})
+            for (int filter : {0, 1}) {
+                double lambda = fngd_ref_lambda(FNGD_DAMPING_TRACE_RELATIVE, 0.05, G.data(), N, d);
+                std::vector<double> dense((size_t)d), alpha((size_t)N), viaK((size_t)d);
+                ASSERT_EQ(0, fngd_ref_dense_direction(G.data(), N, d, lambda, rp, filter,
+                                                      dense.data()));
+                ASSERT_EQ(0, fngd_ref_coefficients(G.data(), N, d, lambda, rp, filter,
+                                                   alpha.data()));
+                fngd_ref_weighted_sum(G.data(), N, d, alpha.data(), viaK.data());
+                EXPECT_LT(rel_err(viaK, dense), 1e-10) << "N=" << N << " filter=" << filter;
+            }
     }
 }
 
@@ -100,6 +103,7 @@ struct Case {
     fngd_gram_method_t method = FNGD_GRAM_AUTO;  // forced on LINEAR and CONV2D layers
     bool custom_rhs = false;
     size_t max_workspace_bytes = 0;  // 0: the default; small values force chunked work
+    fngd_coef_filter_t filter = FNGD_FILTER_RANGE;
 };
 // GoogleTest names parameters by this instead of dumping their raw bytes (padding included).
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -134,6 +138,7 @@ void check_direction(const Case& c, uint64_t seed) {
     cfg.coef_mode = c.mode;
     cfg.damping_kind = c.damping;
     cfg.grad_convention = c.convention;
+    cfg.coef_filter = c.filter;
     if (c.max_workspace_bytes) cfg.max_workspace_bytes = c.max_workspace_bytes;
     const double gamma = 0.05;
     cfg.damping = gamma;
@@ -251,13 +256,15 @@ std::vector<Case> all_cases() {
         for (int dk = 0; dk < 2; ++dk)
             for (int conv_k = 0; conv_k < 2; ++conv_k)
                 for (int rhs = 0; rhs < 2; ++rhs)
-                    for (int N : {1, 13}) {
+                    for (int N : {1, 13, -13}) {  // -13: N = 13 with the paper's plain alpha
                         Case* c = add(std::string("Mixed_") + (mode ? "Global" : "PerLayer") +
                                           (dk ? "_Relative" : "_Absolute") +
                                           (conv_k ? "_PerSample" : "_MeanLoss") +
                                           (rhs ? "_CustomRhs" : "_Ones") + "_N" +
-                                          std::to_string(N),
-                                      mixed, N);
+                                          std::to_string(std::abs(N)) +
+                                          (N < 0 ? "_NoFilter" : ""),
+                                      mixed, std::abs(N));
+                        if (N < 0) c->filter = FNGD_FILTER_NONE;
                         c->mode = mode ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
                         c->damping = dk ? FNGD_DAMPING_TRACE_RELATIVE : FNGD_DAMPING_ABSOLUTE;
                         c->convention = conv_k ? FNGD_GRAD_PER_SAMPLE : FNGD_GRAD_MEAN_LOSS;
@@ -364,6 +371,7 @@ TEST(Direction, LargeDampingApproachesScaledMeanGradient) {
     m.randomize(rng, N);
     fngd_config_t cfg = base_config(N, N);
     cfg.damping = 1e4;
+    cfg.coef_filter = FNGD_FILTER_NONE;  // the paper's alpha (the range filter goes to zero)
     Handle h;
     ASSERT_TRUE(make_handle(cfg, m, h));
     auto ids = iota_ids(N);

@@ -270,11 +270,14 @@ inline RefBlock reference_block(const Model& m, const fngd_config_t& cfg, int bl
     if (rhs) r.assign(rhs, rhs + N);
     b.delta.assign((size_t)b.d, 0.0);
     b.alpha.assign((size_t)N, 0.0);
+    const int filter = cfg.coef_filter == FNGD_FILTER_RANGE;
     EXPECT_EQ(0, fngd_ref_dense_direction(b.G.data(), N, b.d, b.lambda, rhs ? r.data() : nullptr,
-                                          b.delta.data()));
+                                          filter, b.delta.data()));
     EXPECT_EQ(0, fngd_ref_coefficients(b.G.data(), N, b.d, b.lambda, rhs ? r.data() : nullptr,
-                                       b.alpha.data()));
-    b.kappa = 1.0 + b.trace / (N * b.lambda);
+                                       filter, b.alpha.data()));
+    // The range filter applies the (float-perturbed) damped inverse twice: its error bound
+    // (step 2 below) doubles.
+    b.kappa = (1.0 + filter) * (1.0 + b.trace / (N * b.lambda));
     b.c_sum = cancellation_factor(b.G, N, b.d, b.alpha);
     b.len_gram = gram_accumulation_length(m, cfg.coef_mode, block);
     b.len_sum = reduction_length(m, cfg.coef_mode, block, N);
@@ -332,6 +335,9 @@ inline fngd_config_t base_config(int max_batch, int64_t num_samples) {
     c.num_samples = num_samples;
     c.damping_kind = FNGD_DAMPING_TRACE_RELATIVE;
     c.damping = 0.05;
+    // Every layer's coefficients stored and reused (the tests of small-layer exact solves set
+    // it themselves).
+    c.exact_small_layers = 0;
     return c;
 }
 

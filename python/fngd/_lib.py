@@ -38,6 +38,8 @@ FALLBACK_STORED_MEAN, FALLBACK_UNIFORM = 0, 1
 OUTPUT_WRITE_GRAD, OUTPUT_APPLY_SGD = 0, 1
 GRAM_AUTO, GRAM_MATERIALIZE, GRAM_POSITION = 0, 1, 2
 PHASE_COLLECT, PHASE_REUSE = 0, 1
+FILTER_NONE, FILTER_RANGE = 0, 1
+STEP_NONE, STEP_KL_CLIP, STEP_GRAFT = 0, 1, 2
 LAYER_LINEAR, LAYER_CONV2D, LAYER_NORM_AFFINE, LAYER_GENERIC = 0, 1, 2, 3
 
 
@@ -64,6 +66,10 @@ class Config(Structure):
         ("weight_decay", c_float),
         ("check_finite", c_int),
         ("max_workspace_bytes", c_size_t),
+        ("coef_filter", c_int),
+        ("exact_small_layers", c_int),
+        ("step_control", c_int),
+        ("kl_clip", c_double),
     ]
 
 
@@ -122,6 +128,7 @@ class Stats(Structure):
         ("coef_max", c_double),
         ("coef_mean", c_double),
         ("last_damping", c_double),
+        ("last_step_scale", c_double),
     ]
 
 

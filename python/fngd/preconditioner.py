@@ -57,6 +57,9 @@ _REDUCTION = {"mean": _lib.GRAD_MEAN_LOSS, "sum": _lib.GRAD_PER_SAMPLE}
 _FALLBACK = {"stored_mean": _lib.FALLBACK_STORED_MEAN, "uniform": _lib.FALLBACK_UNIFORM}
 _GRAM = {"auto": _lib.GRAM_AUTO, "materialize": _lib.GRAM_MATERIALIZE,
          "position": _lib.GRAM_POSITION}
+_FILTER = {"none": _lib.FILTER_NONE, "range": _lib.FILTER_RANGE}
+_STEP = {"none": _lib.STEP_NONE, "kl_clip": _lib.STEP_KL_CLIP, "graft": _lib.STEP_GRAFT}
+_RHS = ("ones", "ief")
 _STATE_FORMAT = 1
 
 
@@ -114,7 +117,9 @@ class FNGDPreconditioner:
         num_samples: size of the id space (len(dataset)); ids passed to step() are in
             [0, num_samples).
         max_batch: the largest batch passed to step().
-        damping: lambda (absolute) or gamma (damping_kind="trace_relative").
+        damping: lambda (absolute) or gamma (damping_kind="trace_relative"); None: the
+            library's default (fngd_config_init). See the README's "Choosing damping and the
+            learning rate".
         mode: "layer" (one coefficient set per layer) or "global" (one for the model).
         recompute_every: R; recollect coefficients every R epochs (0: only in epoch one).
         loss_reduction: "mean" if the loss back-propagated is the batch mean (default), "sum"
@@ -127,20 +132,53 @@ class FNGDPreconditioner:
             parameters that cannot be preconditioned; "skip" leaves it to plain gradients.
         modules: optional iterable of module names (as in model.named_modules()) to restrict
             preconditioning to.
+        coef_filter: "range" keeps only the part of the coefficients that the Gram matrix
+            acts on (stable reuse), "none" the paper's plain solve; None: library default.
+        exact_small_layers: mode="layer": layers with at most max_batch parameters are solved
+            exactly in every step, reuse epochs included; None: library default.
+        step_control: "none", "kl_clip" (KFAC's trust region, needs lr) or "graft" (each
+            layer's step as long as SGD's); None: library default.
+        kl_clip: the bound of step_control="kl_clip"; None: library default.
+        lr: the optimizer's learning rate, a float or a zero-argument callable (e.g.
+            lambda: opt.param_groups[0]["lr"]), read at every step; used by "kl_clip".
+        rhs: "ones" (FNGD) or "ief" (improved empirical Fisher: r_i = squared norm of sample
+            i's gradient at the output of `ief_layer`, by default the last preconditioned
+            layer, i.e. the logits of a classifier head).
     """
 
-    def __init__(self, model: nn.Module, num_samples: int, max_batch: int, damping: float = 1e-3,
+    def __init__(self, model: nn.Module, num_samples: int, max_batch: int, damping=None,
                  mode: str = "layer", recompute_every: int = 0,
-                 damping_kind: str = "absolute", loss_reduction: str = "mean",
+                 damping_kind=None, loss_reduction: str = "mean",
                  fallback: str = "stored_mean", gram_method: str = "auto",
                  max_damping_retries: int = 8, damping_growth: float = 10.0,
                  check_finite: bool = True, max_workspace_bytes: int = 1 << 30,
-                 skip_weight_grad: bool = True, unsupported: str = "error", modules=None):
+                 skip_weight_grad: bool = True, unsupported: str = "error", modules=None,
+                 coef_filter=None, exact_small_layers=None, step_control=None, kl_clip=None,
+                 lr=None, rhs: str = "ones", ief_layer=None):
         self._lib = _lib.load()
         if num_samples < 1 or max_batch < 1:
             raise ValueError("num_samples and max_batch must be positive")
         if unsupported not in ("error", "skip"):
             raise ValueError("unsupported must be 'error' or 'skip'")
+        if rhs not in _RHS:
+            raise ValueError(f"rhs={rhs!r}: expected one of {list(_RHS)}")
+        lib_defaults = _lib.Config()
+        _lib.check(self._lib.fngd_config_init(ctypes.byref(lib_defaults)), None,
+                   "fngd_config_init")
+        names = {v: k for k, v in _DAMPING.items()}
+        damping = lib_defaults.damping if damping is None else damping
+        damping_kind = names[lib_defaults.damping_kind] if damping_kind is None else damping_kind
+        coef_filter = ({v: k for k, v in _FILTER.items()}[lib_defaults.coef_filter]
+                       if coef_filter is None else coef_filter)
+        exact_small_layers = (bool(lib_defaults.exact_small_layers) if exact_small_layers is None
+                              else exact_small_layers)
+        step_control = ({v: k for k, v in _STEP.items()}[lib_defaults.step_control]
+                        if step_control is None else step_control)
+        kl_clip = lib_defaults.kl_clip if kl_clip is None else kl_clip
+        if step_control == "kl_clip" and lr is None:
+            raise ValueError("step_control='kl_clip' needs lr= (a float or a callable returning "
+                             "the optimizer's current learning rate)")
+        self._lr = lr
         self.options = dict(num_samples=int(num_samples), max_batch=int(max_batch),
                             damping=float(damping), mode=mode,
                             recompute_every=int(recompute_every), damping_kind=damping_kind,
@@ -149,13 +187,16 @@ class FNGDPreconditioner:
                             max_damping_retries=int(max_damping_retries),
                             damping_growth=float(damping_growth),
                             check_finite=bool(check_finite),
-                            max_workspace_bytes=int(max_workspace_bytes))
+                            max_workspace_bytes=int(max_workspace_bytes),
+                            coef_filter=coef_filter, exact_small_layers=bool(exact_small_layers),
+                            step_control=step_control, kl_clip=float(kl_clip), rhs=rhs)
         self._config = self._make_config()  # validates the choices now, not at the first step
         self.skip_weight_grad = skip_weight_grad
         self.model = model
         self.layers = self._find_layers(model, unsupported, modules)
         if not self.layers:
             raise L.UnsupportedLayerError("the model has no layer FNGD can precondition")
+        self._ief_layer = self._pick_ief_layer(ief_layer) if rhs == "ief" else None
         self._handle = None
         self._last_stream = None
         self._phase = _lib.PHASE_COLLECT
@@ -184,7 +225,34 @@ class FNGDPreconditioner:
         cfg.output = _lib.OUTPUT_WRITE_GRAD
         cfg.check_finite = int(o["check_finite"])
         cfg.max_workspace_bytes = o["max_workspace_bytes"]
+        cfg.coef_filter = _choice("coef_filter", o["coef_filter"], _FILTER)
+        cfg.exact_small_layers = int(o["exact_small_layers"])
+        cfg.step_control = _choice("step_control", o["step_control"], _STEP)
+        cfg.kl_clip = o["kl_clip"]
+        cfg.rhs = _lib.RHS_CUSTOM if o["rhs"] == "ief" else _lib.RHS_ONES
+        # Everything else the library checks: fngd_create on a throwaway handle, so a bad
+        # option fails here and not at the first step.
+        h = _lib.Handle()
+        _lib.check(self._lib.fngd_create(ctypes.byref(cfg), ctypes.byref(h)), None,
+                   "FNGDPreconditioner options")
+        self._lib.fngd_destroy(h)
         return cfg
+
+    def _pick_ief_layer(self, name):
+        """The layer whose output gradient gives iEF's per-sample right-hand side."""
+        if name is None:
+            return self.layers[-1]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"ief_layer={name!r} is not a preconditioned layer: "
+                         f"{[l.name for l in self.layers]}")
+
+    def _ief_rhs(self, e, n):
+        """r_i = squared norm of sample i's per-sample gradient at the ief layer's output (its
+        captured output gradient is of the mean loss with loss_reduction='mean': times N)."""
+        scale = float(n) if self.options["loss_reduction"] == "mean" else 1.0
+        return (e.reshape(n, -1).to(torch.float64) * scale).pow(2).sum(1).to(torch.float32)
 
     @staticmethod
     def _find_layers(model, unsupported, modules):
@@ -522,9 +590,19 @@ class FNGDPreconditioner:
                         self._handle, i, None, None, ptrs[0], ptrs[1]), self._handle,
                         f"fngd_set_layer_buffers({l.name})")
                     l.buffers = ptrs
+            rhs = None
+            if self._ief_layer is not None:
+                e = keep[self.layers.index(self._ief_layer)]
+                rhs = self._ief_rhs(e, n).contiguous()
+                keep.append(rhs)
+            if self._lr is not None:
+                lr = self._lr() if callable(self._lr) else self._lr
+                _lib.check(self._lib.fngd_set_learning_rate(self._handle, float(lr)),
+                           self._handle, "fngd_set_learning_rate")
             status = self._lib.fngd_step(self._handle, n,
                                          self._id_ptr(ids) if ids is not None else None,
-                                         batches, None, self._stream(device))
+                                         batches, ctypes.c_void_p(rhs.data_ptr()) if rhs is not None
+                                         else None, self._stream(device))
             if status == _lib.ERROR_NONFINITE and grad_scale is not None:
                 # An overflowed loss-scaled batch: GradScaler skips it as well.
                 for p, g in reversed(replaced):

@@ -79,10 +79,11 @@ def layer_blocks(pre):
     return [[names[id(p)] for p in layer.params] for layer in pre.layers]
 
 
-def reference_direction(grads, blocks, damping, mode, alphas=None):
+def reference_direction(grads, blocks, damping, mode, alphas=None, coef_filter="range"):
     """Dense float64 FNGD direction per parameter name:
     delta = G^T alpha, alpha = (K + N*lambda*I)^-1 1, K = G G^T (summed over layers in global
-    mode). With `alphas` (one N-vector per coefficient set) the solve is skipped (reuse)."""
+    mode); coef_filter="range": alpha = (K + N*lambda*I)^-1 K (K + N*lambda*I)^-1 1. With
+    `alphas` (one N-vector per coefficient set) the solve is skipped (reuse)."""
     mats = []
     for names in blocks:
         mats.append(torch.cat([grads[n].flatten(1) for n in names], dim=1))
@@ -90,8 +91,9 @@ def reference_direction(grads, blocks, damping, mode, alphas=None):
 
     def solve(ks):
         k = sum(ks)
-        return torch.linalg.solve(k + n * damping * torch.eye(n, dtype=k.dtype),
-                                  torch.ones(n, dtype=k.dtype))
+        damped = k + n * damping * torch.eye(n, dtype=k.dtype)
+        a = torch.linalg.solve(damped, torch.ones(n, dtype=k.dtype))
+        return torch.linalg.solve(damped, k @ a) if coef_filter == "range" else a
 
     out, conds = {}, []
     if mode == "global":

@@ -70,7 +70,10 @@ def test_round_trip_mid_run_continues_identically(mode, name, cut):
     run(model2, pre2, opt2, x, y, events[cut:])
     for (n1, p1), (_, p2) in zip(model.named_parameters(), model2.named_parameters()):
         assert torch.equal(p1, p2), n1  # same library, same data, same order: bitwise
-    assert pre.stats() == pre2.stats()
+    # last_step_scale is a diagnostic of the last step that checkpoints do not carry.
+    s1, s2 = pre.stats(), pre2.stats()
+    s1.pop("last_step_scale"), s2.pop("last_step_scale")
+    assert s1 == s2
 
 
 def test_state_before_first_step_and_mismatches():

@@ -170,6 +170,8 @@ static const fngd_backend_ops_t g_cpu_ops = {
     .summarize_coefs = cpu_summarize_coefs,
     .weighted_grad = cpu_weighted_grad,
     .sgd_update = cpu_sgd_update,
+    .dot = cpu_dot,
+    .scale = cpu_scale,
     .copy = cpu_copy,
 };
 

@@ -91,14 +91,14 @@ fngd_status_t cpu_gram_position(const fngd_layer_t* layer, const fngd_layer_batc
 
 fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
                                fngd_damping_kind_t damping_kind, double damping,
-                               double min_shift, const float* rhs, float* alpha, int* info,
-                               double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
-                               fngd_stream_t stream, fngd_err_t* err);
+                               double min_shift, const float* rhs, int range_filter,
+                               float* alpha, int* info, double* shift_used, double* trace_K,
+                               void* ws, size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
 size_t cpu_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N);
 fngd_status_t cpu_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
                                        fngd_damping_kind_t damping_kind, double damping,
-                                       const double* min_shift, const float* rhs, float* alpha,
-                                       int ld_alpha, int* info, double* shift_used,
+                                       const double* min_shift, const float* rhs,
+                                       int range_filter, float* alpha, int ld_alpha, int* info, double* shift_used,
                                        double* trace_K, void* ws, size_t ws_bytes,
                                        fngd_stream_t stream, fngd_err_t* err);
 size_t cpu_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count);
@@ -123,6 +123,10 @@ fngd_status_t cpu_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* lay
                                 float scale, float* out_w, float* out_b, void* ws,
                                 size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
 
+fngd_status_t cpu_dot(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
+                      float* out, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t cpu_scale(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s,
+                        fngd_stream_t stream, fngd_err_t* err);
 fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                              int count, float lr, float momentum, float weight_decay,
                              fngd_stream_t stream, fngd_err_t* err);

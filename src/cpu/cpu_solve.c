@@ -8,14 +8,14 @@
 
 size_t cpu_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N) {
     if (N < 1) return 0;
-    return ((size_t)N * N + (size_t)N) * sizeof(double);
+    return ((size_t)N * N + 2 * (size_t)N) * sizeof(double);
 }
 
 fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
                                fngd_damping_kind_t damping_kind, double damping,
-                               double min_shift, const float* rhs, float* alpha, int* info,
-                               double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
-                               fngd_stream_t stream, fngd_err_t* err) {
+                               double min_shift, const float* rhs, int range_filter,
+                               float* alpha, int* info, double* shift_used, double* trace_K,
+                               void* ws, size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err) {
     FNGD_REQUIRE(err, K && alpha && info && shift_used && trace_K && N >= 1,
                  FNGD_ERROR_INVALID_ARGUMENT, "cpu factor_solve: null argument or N = %d < 1", N);
     const size_t need = cpu_solver_workspace_bytes(ctx, N);
@@ -23,6 +23,7 @@ fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
                  "cpu factor_solve: workspace of %zu bytes, %zu needed", ws_bytes, need);
     double* a = (double*)ws;
     double* r = a + (size_t)N * N;
+    double* y = r + N;
 
     double trace = 0.0;
     for (size_t k = 0; k < (size_t)N * N; ++k) a[k] = K[k];
@@ -47,6 +48,14 @@ fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
     if (st != 0)
         return FNGD_FAIL(err, FNGD_ERROR_BACKEND, "cpu factor_solve: LAPACKE_dpotrs returned %d",
                          (int)st);
+    if (range_filter) { /* alpha = x - shift (K + shift I)^-1 x, on the same factor */
+        for (int i = 0; i < N; ++i) y[i] = r[i];
+        st = LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'L', N, 1, a, N, y, N);
+        if (st != 0)
+            return FNGD_FAIL(err, FNGD_ERROR_BACKEND,
+                             "cpu factor_solve: LAPACKE_dpotrs (range filter) returned %d", (int)st);
+        for (int i = 0; i < N; ++i) r[i] -= shift * y[i];
+    }
     for (int i = 0; i < N; ++i) alpha[i] = (float)r[i];
     *info = 0;
     return FNGD_SUCCESS;
@@ -60,8 +69,8 @@ size_t cpu_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int co
 
 fngd_status_t cpu_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
                                        fngd_damping_kind_t damping_kind, double damping,
-                                       const double* min_shift, const float* rhs, float* alpha,
-                                       int ld_alpha, int* info, double* shift_used,
+                                       const double* min_shift, const float* rhs,
+                                       int range_filter, float* alpha, int ld_alpha, int* info, double* shift_used,
                                        double* trace_K, void* ws, size_t ws_bytes,
                                        fngd_stream_t stream, fngd_err_t* err) {
     FNGD_REQUIRE(err, K && alpha && info && shift_used && trace_K && min_shift && count >= 1 &&
@@ -76,7 +85,7 @@ fngd_status_t cpu_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, 
                      "cpu factor_solve_batched: Gram matrix %zu contains NaN", k / nn);
     for (int s = 0; s < count; ++s)
         FNGD_TRY(cpu_factor_solve(ctx, K + (size_t)s * nn, N, damping_kind, damping, min_shift[s],
-                                  rhs, alpha + (size_t)s * ld_alpha, &info[s], &shift_used[s],
+                                  rhs, range_filter, alpha + (size_t)s * ld_alpha, &info[s], &shift_used[s],
                                   &trace_K[s], ws, ws_bytes, stream, err));
     return FNGD_SUCCESS;
 }

@@ -254,6 +254,8 @@ static const fngd_backend_ops_t fngd_cuda_ops = {
     fngd_cuda_summarize_coefs,
     fngd_cuda_weighted_grad,
     fngd_cuda_sgd_update,
+    fngd_cuda_dot,
+    fngd_cuda_scale,
     cuda_copy,
 };
 

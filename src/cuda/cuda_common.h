@@ -146,9 +146,10 @@ fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* 
                                    fngd_stream_t stream, fngd_err_t* err);
 fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
                                      fngd_damping_kind_t damping_kind, double damping,
-                                     double min_shift, const float* rhs, float* alpha, int* info,
-                                     double* shift_used, double* trace_K, void* ws,
-                                     size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+                                     double min_shift, const float* rhs, int range_filter,
+                                     float* alpha, int* info, double* shift_used,
+                                     double* trace_K, void* ws, size_t ws_bytes,
+                                     fngd_stream_t stream, fngd_err_t* err);
 /* Lwork (in doubles, as cuSOLVER reports it) of the lower-triangular Dpotrf of order N.
  * The query reads only the sizes; A is any valid device pointer (it is not dereferenced). */
 fngd_status_t fngd_cuda_potrf_lwork(fngd_backend_ctx_t* ctx, int N, double* A, int* lwork,
@@ -157,10 +158,14 @@ size_t fngd_cuda_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, 
 fngd_status_t fngd_cuda_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count,
                                              int N, fngd_damping_kind_t damping_kind,
                                              double damping, const double* min_shift,
-                                             const float* rhs, float* alpha, int ld_alpha,
-                                             int* info, double* shift_used, double* trace_K,
-                                             void* ws, size_t ws_bytes, fngd_stream_t stream,
-                                             fngd_err_t* err);
+                                             const float* rhs, int range_filter, float* alpha,
+                                             int ld_alpha, int* info, double* shift_used,
+                                             double* trace_K, void* ws, size_t ws_bytes,
+                                             fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_dot(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
+                            float* out, fngd_stream_t stream, fngd_err_t* err);
+fngd_status_t fngd_cuda_scale(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s,
+                              fngd_stream_t stream, fngd_err_t* err);
 fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                       const fngd_layer_batch_t* batch, int N, const float* alpha,
                                       float scale, float* out_w, float* out_b, void* ws,

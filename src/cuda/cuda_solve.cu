@@ -8,10 +8,12 @@
 #include "kernels/solution_store.cuh"
 
 namespace {
-/* Workspace layout: Kd (N*N doubles) | x (N doubles) | potrf work (lwork doubles) | status. */
+/* Workspace layout: Kd (N*N doubles) | x, y (N doubles each) | potrf work (lwork doubles) |
+ * status. y is the range filter's second solve. */
 struct solve_layout {
     double* Kd;
     double* x;
+    double* y;
     double* work;
     fngd_cuda_solve_status* status;
     size_t bytes;
@@ -23,6 +25,7 @@ solve_layout carve(void* ws, int N, int lwork)
     solve_layout L;
     L.Kd = (double*)c.take((size_t)N * N * sizeof(double));
     L.x = (double*)c.take((size_t)N * sizeof(double));
+    L.y = (double*)c.take((size_t)N * sizeof(double));
     L.work = (double*)c.take((size_t)(lwork > 0 ? lwork : 1) * sizeof(double));
     L.status = (fngd_cuda_solve_status*)c.take(sizeof(fngd_cuda_solve_status));
     L.bytes = c.used;
@@ -57,9 +60,10 @@ size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N)
 
 fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
                                      fngd_damping_kind_t damping_kind, double damping,
-                                     double min_shift, const float* rhs, float* alpha, int* info,
-                                     double* shift_used, double* trace_K, void* ws,
-                                     size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err)
+                                     double min_shift, const float* rhs, int range_filter,
+                                     float* alpha, int* info, double* shift_used,
+                                     double* trace_K, void* ws, size_t ws_bytes,
+                                     fngd_stream_t stream, fngd_err_t* err)
 {
     FNGD_REQUIRE(err, N > 0, FNGD_ERROR_INVALID_ARGUMENT, "factor_solve: N = %d", N);
     const cudaStream_t s = fngd_cuda_stream(stream);
@@ -98,8 +102,15 @@ fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, in
         /* potrs on a failed factor computes garbage into x only; the store below skips it. */
         FNGD_CUSOLVER_TRY(err, cusolverDnDpotrs(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1, L.Kd,
                                                 N, L.x, N, &L.status->potrs_info));
-        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, &L.status->potrf_info, &L.status->nan,
-                                                      alpha, N, 1, N, s));
+        if (range_filter) { /* y = (Kd)^-1 x on the same factor; alpha = x - shift y */
+            FNGD_CUDA_TRY(err, cudaMemcpyAsync(L.y, L.x, (size_t)N * sizeof(double),
+                                               cudaMemcpyDeviceToDevice, s));
+            FNGD_CUSOLVER_TRY(err, cusolverDnDpotrs(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1,
+                                                    L.Kd, N, L.y, N, &L.status->potrs_info));
+        }
+        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, range_filter ? L.y : nullptr,
+                                                      &L.status->shift, &L.status->potrf_info,
+                                                      &L.status->nan, alpha, N, 1, N, s));
         FNGD_CUDA_TRY(err, cudaMemcpyAsync(ctx->solve_host, L.status,
                                            sizeof(fngd_cuda_solve_status),
                                            cudaMemcpyDeviceToHost, s));

@@ -37,14 +37,16 @@ status_view view_status(void* base, int count)
     return v;
 }
 
-/* Workspace: Kd (count*N*N doubles) | x (count*N doubles) | floors (count doubles, the
- * uploaded min_shift) | statuses | batched: pointer arrays (2*count) / looped: potrf work. */
+/* Workspace: Kd (count*N*N doubles) | x, y (count*N doubles each; y: the range filter's
+ * second solve) | floors (count doubles, the uploaded min_shift) | statuses | batched: pointer
+ * arrays (3*count: matrices, x, y) / looped: potrf work. */
 struct batched_layout {
     double* Kd;
     double* x;
+    double* y;
     double* floors;
     void* status;
-    double** ptrs;  /* matrices then right-hand sides */
+    double** ptrs;  /* matrices, then the x right-hand sides, then the y ones */
     double* work;
     size_t bytes;
 };
@@ -55,10 +57,11 @@ batched_layout carve(void* ws, int N, int count, fngd_cuda_chol_path path, int l
     batched_layout L = {};
     L.Kd = (double*)c.take((size_t)count * N * N * sizeof(double));
     L.x = (double*)c.take((size_t)count * N * sizeof(double));
+    L.y = (double*)c.take((size_t)count * N * sizeof(double));
     L.floors = (double*)c.take((size_t)count * sizeof(double));
     L.status = c.take(status_bytes(count));
     if (path == FNGD_CUDA_CHOL_BATCHED)
-        L.ptrs = (double**)c.take(2 * (size_t)count * sizeof(double*));
+        L.ptrs = (double**)c.take(3 * (size_t)count * sizeof(double*));
     else
         L.work = (double*)c.take((size_t)(lwork > 0 ? lwork : 1) * sizeof(double));
     L.bytes = c.used;
@@ -78,6 +81,28 @@ fngd_status_t reserve_staging(fngd_backend_ctx_t* ctx, size_t bytes, fngd_err_t*
     return FNGD_SUCCESS;
 }
 
+/* The range filter's second solve: y = (Kd)^-1 x for every matrix, on the factors in Kd. */
+fngd_status_t solve_again(fngd_backend_ctx_t* ctx, fngd_cuda_chol_path path,
+                          const batched_layout& L, const status_view& st, int N, int count,
+                          cudaStream_t s, fngd_err_t* err)
+{
+    const size_t nn = (size_t)N * N;
+    FNGD_CUDA_TRY(err, cudaMemcpyAsync(L.y, L.x, (size_t)count * N * sizeof(double),
+                                       cudaMemcpyDeviceToDevice, s));
+    if (path == FNGD_CUDA_CHOL_BATCHED) {
+        double** A = L.ptrs;
+        double** Y = L.ptrs + 2 * (size_t)count;
+        FNGD_CUSOLVER_TRY(err, cusolverDnDpotrsBatched(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1,
+                                                       A, N, Y, N, st.potrs_info, count));
+        return FNGD_SUCCESS;
+    }
+    for (int m = 0; m < count; ++m)
+        FNGD_CUSOLVER_TRY(err, cusolverDnDpotrs(ctx->solver, CUBLAS_FILL_MODE_LOWER, N, 1,
+                                                L.Kd + m * nn, N, L.y + (size_t)m * N, N,
+                                                st.potrs_info + m));
+    return FNGD_SUCCESS;
+}
+
 /* Factor and solve every damped matrix on the chosen path; statuses into st. */
 fngd_status_t factor_and_solve(fngd_backend_ctx_t* ctx, fngd_cuda_chol_path path,
                                const batched_layout& L, const status_view& st, int N, int count,
@@ -88,6 +113,9 @@ fngd_status_t factor_and_solve(fngd_backend_ctx_t* ctx, fngd_cuda_chol_path path
         double** A = L.ptrs;
         double** B = L.ptrs + count;
         FNGD_CUDA_TRY(err, fngd_launch_batch_pointers(A, L.Kd, (int64_t)nn, B, L.x, N, count, s));
+        /* The y pointers: the same layout as x, count*N doubles further on. */
+        FNGD_CUDA_TRY(err, fngd_launch_batch_pointers(B + count, L.y, N, nullptr, nullptr, N,
+                                                      count, s));
         {
             fngd_nvtx_range r("factor");
             FNGD_CUSOLVER_TRY(err, cusolverDnDpotrfBatched(ctx->solver, CUBLAS_FILL_MODE_LOWER, N,
@@ -152,7 +180,8 @@ fngd_status_t fngd_cuda_factor_solve_batched_on(fngd_backend_ctx_t* ctx, fngd_cu
                                                 const float* K, int count, int N,
                                                 fngd_damping_kind_t damping_kind, double damping,
                                                 const double* min_shift, const float* rhs,
-                                                float* alpha, int ld_alpha, int* info,
+                                                int range_filter, float* alpha, int ld_alpha,
+                                                int* info,
                                                 double* shift_used, double* trace_K, void* ws,
                                                 size_t ws_bytes, fngd_stream_t stream,
                                                 fngd_err_t* err)
@@ -204,9 +233,11 @@ fngd_status_t fngd_cuda_factor_solve_batched_on(fngd_backend_ctx_t* ctx, fngd_cu
         FNGD_CUDA_TRY(err, fngd_launch_damping(D, s));
     }
     FNGD_TRY(factor_and_solve(ctx, path, L, st, N, count, lwork, s, err));
+    if (range_filter) FNGD_TRY(solve_again(ctx, path, L, st, N, count, s, err));
     {
         fngd_nvtx_range r("store");
-        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, st.potrf_info, st.nan, alpha, N, count,
+        FNGD_CUDA_TRY(err, fngd_launch_solution_store(L.x, range_filter ? L.y : nullptr, st.shift,
+                                                      st.potrf_info, st.nan, alpha, N, count,
                                                       ld_alpha, s));
         FNGD_CUDA_TRY(err, cudaMemcpyAsync(status_host, L.status, st_bytes,
                                            cudaMemcpyDeviceToHost, s));
@@ -235,13 +266,14 @@ fngd_status_t fngd_cuda_factor_solve_batched_on(fngd_backend_ctx_t* ctx, fngd_cu
 fngd_status_t fngd_cuda_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count,
                                              int N, fngd_damping_kind_t damping_kind,
                                              double damping, const double* min_shift,
-                                             const float* rhs, float* alpha, int ld_alpha,
-                                             int* info, double* shift_used, double* trace_K,
-                                             void* ws, size_t ws_bytes, fngd_stream_t stream,
-                                             fngd_err_t* err)
+                                             const float* rhs, int range_filter, float* alpha,
+                                             int ld_alpha, int* info, double* shift_used,
+                                             double* trace_K, void* ws, size_t ws_bytes,
+                                             fngd_stream_t stream, fngd_err_t* err)
 {
     fngd_nvtx_range r("factor_solve_batched");
     return fngd_cuda_factor_solve_batched_on(ctx, FNGD_CUDA_CHOL_AUTO, K, count, N, damping_kind,
-                                             damping, min_shift, rhs, alpha, ld_alpha, info,
+                                             damping, min_shift, rhs, range_filter, alpha,
+                                             ld_alpha, info,
                                              shift_used, trace_K, ws, ws_bytes, stream, err);
 }

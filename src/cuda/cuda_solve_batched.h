@@ -32,7 +32,8 @@ fngd_status_t fngd_cuda_factor_solve_batched_on(fngd_backend_ctx_t* ctx, fngd_cu
                                                 const float* K, int count, int N,
                                                 fngd_damping_kind_t damping_kind, double damping,
                                                 const double* min_shift, const float* rhs,
-                                                float* alpha, int ld_alpha, int* info,
+                                                int range_filter, float* alpha, int ld_alpha,
+                                                int* info,
                                                 double* shift_used, double* trace_K, void* ws,
                                                 size_t ws_bytes, fngd_stream_t stream,
                                                 fngd_err_t* err);

@@ -1,6 +1,7 @@
 /* Public entry points that do no numerical work: version, status strings, configuration,
  * layer descriptors, handle lifecycle and layer registration. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -110,9 +111,6 @@ fngd_layer_desc_t fngd_generic_desc(int64_t num_params) {
 
 static fngd_status_t validate_config(const fngd_config_t* c, fngd_err_t* err) {
 #define CHECK(cond, ...) FNGD_REQUIRE(err, cond, FNGD_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
-    CHECK(c->struct_size == sizeof(fngd_config_t),
-          "config.struct_size is %zu, this library expects %zu: start from fngd_config_init()",
-          c->struct_size, sizeof(fngd_config_t));
     CHECK(c->backend == FNGD_BACKEND_CPU || c->backend == FNGD_BACKEND_CUDA, "unknown backend %d",
           (int)c->backend);
     CHECK(c->max_batch > 0 && c->max_batch <= (1 << 16), "max_batch must be in 1..65536, got %d",
@@ -143,12 +141,41 @@ static fngd_status_t validate_config(const fngd_config_t* c, fngd_err_t* err) {
     CHECK(isfinite(c->weight_decay) && c->weight_decay >= 0, "weight_decay must be >= 0");
     CHECK(c->check_finite == 0 || c->check_finite == 1, "check_finite must be 0 or 1");
     CHECK(c->max_workspace_bytes > 0, "max_workspace_bytes must be > 0");
+    CHECK(c->coef_filter == FNGD_FILTER_NONE || c->coef_filter == FNGD_FILTER_RANGE,
+          "unknown coef_filter %d", (int)c->coef_filter);
+    CHECK(c->exact_small_layers == 0 || c->exact_small_layers == 1,
+          "exact_small_layers must be 0 or 1");
+    CHECK(c->step_control == FNGD_STEP_NONE || c->step_control == FNGD_STEP_KL_CLIP ||
+              c->step_control == FNGD_STEP_GRAFT,
+          "unknown step_control %d", (int)c->step_control);
+    CHECK(isfinite(c->kl_clip) && c->kl_clip > 0, "kl_clip must be finite and > 0, got %g",
+          c->kl_clip);
 #undef CHECK
     return FNGD_SUCCESS;
 }
 
 static const fngd_backend_ops_t* backend_ops(fngd_backend_kind_t kind) {
     return kind == FNGD_BACKEND_CUDA ? fngd_cuda_backend_ops() : fngd_cpu_backend_ops();
+}
+
+/* Size of fngd_config_t in 0.1.0, before coef_filter: a caller compiled against that header. */
+#define FNGD_CONFIG_SIZE_0_1 offsetof(fngd_config_t, coef_filter)
+
+/* The caller's config as this version's struct: a smaller struct_size of an older release
+ * keeps the fields that release had and gets the defaults for the ones it lacks (as NCCL's
+ * versioned config does). Any other size is refused. */
+static fngd_status_t complete_config(const fngd_config_t* in, fngd_config_t* out,
+                                     fngd_err_t* err) {
+    size_t size = in->struct_size;
+    FNGD_REQUIRE(err, size == sizeof(fngd_config_t) || size == FNGD_CONFIG_SIZE_0_1,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "config.struct_size is %zu; this library takes %zu (this version) or %zu "
+                 "(0.1.0): start from fngd_config_init()",
+                 size, sizeof(fngd_config_t), (size_t)FNGD_CONFIG_SIZE_0_1);
+    fngd_config_init(out);
+    memcpy(out, in, size);
+    out->struct_size = sizeof(fngd_config_t);
+    return FNGD_SUCCESS;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -159,8 +186,10 @@ fngd_status_t fngd_create(const fngd_config_t* config, fngd_handle_t* handle) {
     FNGD_REQUIRE(err, handle, FNGD_ERROR_INVALID_ARGUMENT, "handle (output) is NULL");
     *handle = NULL;
     FNGD_REQUIRE(err, config, FNGD_ERROR_INVALID_ARGUMENT, "config is NULL");
-    FNGD_TRY(validate_config(config, err));
-    const fngd_backend_ops_t* ops = backend_ops(config->backend);
+    fngd_config_t full;
+    FNGD_TRY(complete_config(config, &full, err));
+    FNGD_TRY(validate_config(&full, err));
+    const fngd_backend_ops_t* ops = backend_ops(full.backend);
     FNGD_REQUIRE(err, ops, FNGD_ERROR_NOT_SUPPORTED,
                  "the CUDA backend is not compiled into this build of libfngd");
     fngd_nvtx_push("fngd_create");
@@ -170,8 +199,9 @@ fngd_status_t fngd_create(const fngd_config_t* config, fngd_handle_t* handle) {
         s = FNGD_FAIL(err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate the handle");
         goto cleanup;
     }
-    h->cfg = *config;
+    h->cfg = full;
     h->ops = ops;
+    h->last_step_scale = 1.0;
     h->counters.phase = FNGD_PHASE_COLLECT;
     FNGD_TRY_GOTO(s, ops->create(&h->cfg, &h->ctx, err));
     *handle = h;

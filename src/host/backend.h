@@ -83,12 +83,15 @@ typedef struct fngd_backend_ops {
     /* Damped Cholesky solve in double precision:
      *   shift = damping_kind == TRACE_RELATIVE ? damping * trace(K) : N * damping
      *   shift = max(shift, min_shift)
-     *   alpha = (K + shift I)^-1 r,   r = rhs (N floats, backend memory) or all ones if NULL.
+     *   x = (K + shift I)^-1 r,   r = rhs (N floats, backend memory) or all ones if NULL
+     *   alpha = x, or with range_filter != 0 (FNGD_FILTER_RANGE) the same factor applied twice:
+     *   alpha = x - shift (K + shift I)^-1 x = (K + shift I)^-1 K x.
      * Writes *info (host): 0 on success, > 0 if not positive definite (alpha then untouched),
      * *shift_used and *trace_K (host). Blocking (it reads the factorization status). */
     fngd_status_t (*factor_solve)(fngd_backend_ctx_t* ctx, const float* K, int N,
                                   fngd_damping_kind_t damping_kind, double damping,
-                                  double min_shift, const float* rhs, float* alpha, int* info,
+                                  double min_shift, const float* rhs, int range_filter,
+                                  float* alpha, int* info,
                                   double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
                                   fngd_stream_t stream, fngd_err_t* err);
 
@@ -100,7 +103,8 @@ typedef struct fngd_backend_ops {
     fngd_status_t (*factor_solve_batched)(fngd_backend_ctx_t* ctx, const float* K, int count,
                                           int N, fngd_damping_kind_t damping_kind,
                                           double damping, const double* min_shift,
-                                          const float* rhs, float* alpha, int ld_alpha,
+                                          const float* rhs, int range_filter, float* alpha,
+                                          int ld_alpha,
                                           int* info, double* shift_used, double* trace_K,
                                           void* ws, size_t ws_bytes, fngd_stream_t stream,
                                           fngd_err_t* err);
@@ -144,6 +148,14 @@ typedef struct fngd_backend_ops {
     fngd_status_t (*sgd_update)(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                                 int count, float lr, float momentum, float weight_decay,
                                 fngd_stream_t stream, fngd_err_t* err);
+
+    /* Step-size control (fngd_step_control_t): *out (one float, backend memory) = sum_k
+     * x[k] * y[k] over n floats, accumulated in double; enqueued, not blocking (read it back
+     * with download). scale: x[0..n) *= s. */
+    fngd_status_t (*dot)(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
+                         float* out, fngd_stream_t stream, fngd_err_t* err);
+    fngd_status_t (*scale)(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s,
+                           fngd_stream_t stream, fngd_err_t* err);
 
     /* dst[0..n) = src[0..n) (both backend memory). */
     fngd_status_t (*copy)(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,

@@ -90,6 +90,7 @@ fngd_status_t fngd_get_stats(fngd_handle_t h, fngd_stats_t* stats) {
     out.damping_retries = k->damping_retries;
     out.rejected_steps = k->rejected_steps;
     out.last_damping = k->last_damping;
+    out.last_step_scale = h->last_step_scale;
     out.coef_min = out.coef_max = out.coef_mean = NAN;
     if (h->prepared) {
         fngd_nvtx_push("fngd_get_stats");

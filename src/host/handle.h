@@ -56,7 +56,21 @@ struct fngd_handle {
     double* solve_scratch;    /* host, 3 * nsets: min_shift, shift, trace of the batched solve */
     int* solve_info;          /* host, nsets: Cholesky status of the batched solve */
     fngd_update_tensor_t* update_list; /* host, 2 * num_layers: the multi-tensor SGD update */
-    fngd_array_ref_t* check_list;      /* host, 2 * num_layers + 1: arrays to check for NaN */      /* host, max_batch: sorted copy of the ids for the duplicate check */
+    fngd_array_ref_t* check_list;      /* host, 2 * num_layers + 1: arrays to check for NaN */
+
+    /* exact_small_layers (per-layer mode): layers solved in every step of a reuse epoch. */
+    int* small_layers;        /* host, nsmall layer indices */
+    int nsmall;
+    float* small_alpha;       /* backend, nsmall * max_batch: their coefficients this step */
+
+    /* step_control: the plain mean gradient of one layer at a time and the dot products. */
+    float* ones;              /* backend, max_batch floats of 1 */
+    float* plain_grad;        /* backend, the largest layer's grad_len floats */
+    float* dots;              /* backend, 6 * num_layers floats */
+    float* dots_host;         /* host, 6 * num_layers floats */
+
+    /* A diagnostic outside the checkpoint (fngd_stats_t). */
+    double last_step_scale;
 };
 
 /* Every public entry point that takes a handle starts with this: a NULL handle has no error

@@ -57,6 +57,10 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     release(h, (void**)&h->fallback_count);
     release(h, (void**)&h->gram);
     release(h, (void**)&h->alpha);
+    release(h, (void**)&h->small_alpha);
+    release(h, (void**)&h->ones);
+    release(h, (void**)&h->plain_grad);
+    release(h, (void**)&h->dots);
     for (int l = 0; l < h->num_layers; ++l) {
         release(h, (void**)&h->layers[l].momentum);
         release(h, (void**)&h->layers[l].direction);
@@ -68,6 +72,11 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     fngd_host_free(h->solve_info);
     fngd_host_free(h->update_list);
     fngd_host_free(h->check_list);
+    fngd_host_free(h->small_layers);
+    fngd_host_free(h->dots_host);
+    h->small_layers = NULL;
+    h->dots_host = NULL;
+    h->nsmall = 0;
     h->update_list = NULL;
     h->check_list = NULL;
     h->id_scratch = NULL;
@@ -78,6 +87,42 @@ void fngd_release_backend_memory(fngd_handle_t h) {
 
 static fngd_status_t alloc_backend(fngd_handle_t h, void** p, size_t bytes) {
     return h->ops->alloc(h->ctx, bytes, p, &h->err);
+}
+
+/* A layer whose per-sample gradients have at most max_batch entries has a rank-deficient Gram
+ * at full batches, and its exact solve is cheap: exact_small_layers solves it every step. */
+static int is_small_layer(fngd_handle_t h, int l) {
+    return h->cfg.coef_mode == FNGD_COEF_PER_LAYER && h->cfg.exact_small_layers &&
+           h->layers[l].grad_len <= h->cfg.max_batch;
+}
+
+/* The list of small layers and the buffers of the step-size control. */
+static fngd_status_t prepare_extras(fngd_handle_t h) {
+    const fngd_config_t* c = &h->cfg;
+    size_t N = (size_t)c->max_batch, L = (size_t)h->num_layers;
+    h->small_layers = fngd_host_alloc(L * sizeof(int), 64);
+    FNGD_REQUIRE(&h->err, h->small_layers, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
+    h->nsmall = 0;
+    for (int l = 0; l < h->num_layers; ++l)
+        if (is_small_layer(h, l)) h->small_layers[h->nsmall++] = l;
+    if (h->nsmall > 0)
+        FNGD_TRY(alloc_backend(h, (void**)&h->small_alpha, (size_t)h->nsmall * N * sizeof(float)));
+    if (c->step_control == FNGD_STEP_NONE) return FNGD_SUCCESS;
+    int64_t longest = 0;
+    for (int l = 0; l < h->num_layers; ++l)
+        if (h->layers[l].grad_len > longest) longest = h->layers[l].grad_len;
+    FNGD_TRY(alloc_backend(h, (void**)&h->plain_grad, (size_t)longest * sizeof(float)));
+    FNGD_TRY(alloc_backend(h, (void**)&h->dots, 6 * L * sizeof(float)));
+    FNGD_TRY(alloc_backend(h, (void**)&h->ones, N * sizeof(float)));
+    h->dots_host = fngd_host_alloc(6 * L * sizeof(float), 64);
+    float* ones = fngd_host_alloc(N * sizeof(float), 64);
+    fngd_status_t s = FNGD_SUCCESS;
+    if (!h->dots_host || !ones)
+        s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
+    for (size_t i = 0; s == FNGD_SUCCESS && i < N; ++i) ones[i] = 1.0f;
+    if (s == FNGD_SUCCESS) s = h->ops->upload(h->ctx, h->ones, ones, N * sizeof(float), NULL, &h->err);
+    fngd_host_free(ones);
+    return s;
 }
 
 fngd_status_t fngd_prepare(fngd_handle_t h) {
@@ -139,6 +184,7 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
         s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
         goto cleanup;
     }
+    FNGD_TRY_GOTO(s, prepare_extras(h));
     h->prepared = 1;
 cleanup:
     if (s != FNGD_SUCCESS) fngd_release_backend_memory(h);

@@ -2,6 +2,8 @@
  * (gather stored coefficients), both ending in the weighted reduction per layer. Phase NVTX
  * ranges (gram, factor, solve, gather, scatter, reduce, update) are the backend's; the host
  * marks only the public entry points. */
+#include <math.h>
+
 #include "nvtx_range.h"
 #include "step_internal.h"
 
@@ -20,46 +22,83 @@ static fngd_status_t retry_solve(fngd_handle_t h, const float* K, int N, const f
         double min_shift = shift > 0 ? shift * c->damping_growth : 1e-6 * (trace > 0 ? trace : 1.0);
         ++*retries;
         FNGD_TRY(h->ops->factor_solve(h->ctx, K, N, c->damping_kind, c->damping, min_shift, rhs,
-                                      alpha, &info, &shift, &trace, h->workspace,
-                                      h->workspace_bytes, stream, &h->err));
+                                      c->coef_filter == FNGD_FILTER_RANGE, alpha, &info, &shift,
+                                      &trace, h->workspace, h->workspace_bytes, stream, &h->err));
     }
     *shift_used = shift;
     return FNGD_SUCCESS;
 }
 
-/* Collect phase: alpha for every coefficient set into h->alpha (nsets x max_batch). Per-layer
- * mode forms every layer's Gram first and factors them all in one batched call (one blocking
- * status read per step on a GPU); global mode sums the layers' Grams into one. Writes nothing
- * that outlives a failure. */
-static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
-                                          const fngd_layer_batch_t* batches, const float* rhs,
-                                          int64_t* retries, double* shift_used,
-                                          fngd_stream_t stream) {
+static float grad_scale(const fngd_config_t* c, int N) {
+    return c->grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
+}
+
+/* Damp, factor and solve the `count` Gram matrices in h->gram (slot k at k * N * N) into
+ * alpha + k * max_batch: one batched call (one blocking status read on a GPU), then retries for
+ * the ones that failed. Writes nothing but alpha and the Gram slots. */
+static fngd_status_t solve_grams(fngd_handle_t h, int N, int count, const float* rhs,
+                                 float* alpha, int64_t* retries, double* shift_used,
+                                 fngd_stream_t stream) {
     const fngd_config_t* c = &h->cfg;
-    float scale = c->grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
-    int global = c->coef_mode == FNGD_COEF_GLOBAL;
+    const int filter = c->coef_filter == FNGD_FILTER_RANGE;
     size_t nn = (size_t)N * N;
-    for (int l = 0; l < h->num_layers; ++l)
-        FNGD_TRY(h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, scale,
-                                    global ? h->gram : h->gram + (size_t)l * nn, global && l > 0,
-                                    h->workspace, h->workspace_bytes, stream, &h->err));
-    int count = h->nsets;
     double *min_shift = h->solve_scratch, *shift = min_shift + count, *trace = shift + count;
     if (count == 1) { /* global mode or a single layer: the plain factorization */
         FNGD_TRY(h->ops->factor_solve(h->ctx, h->gram, N, c->damping_kind, c->damping, 0.0, rhs,
-                                      h->alpha, h->solve_info, shift, trace, h->workspace,
+                                      filter, alpha, h->solve_info, shift, trace, h->workspace,
                                       h->workspace_bytes, stream, &h->err));
     } else {
         for (int k = 0; k < count; ++k) min_shift[k] = 0.0; /* first attempt: damping alone */
         FNGD_TRY(h->ops->factor_solve_batched(h->ctx, h->gram, count, N, c->damping_kind,
-                                              c->damping, min_shift, rhs, h->alpha, c->max_batch,
-                                              h->solve_info, shift, trace, h->workspace,
-                                              h->workspace_bytes, stream, &h->err));
+                                              c->damping, min_shift, rhs, filter, alpha,
+                                              c->max_batch, h->solve_info, shift, trace,
+                                              h->workspace, h->workspace_bytes, stream, &h->err));
     }
     for (int k = 0; k < count; ++k)
         FNGD_TRY(retry_solve(h, h->gram + (size_t)k * nn, N, rhs,
-                             h->alpha + (size_t)k * c->max_batch, h->solve_info[k], shift[k],
+                             alpha + (size_t)k * c->max_batch, h->solve_info[k], shift[k],
                              trace[k], retries, shift_used, stream));
+    return FNGD_SUCCESS;
+}
+
+/* Collect phase: alpha for every coefficient set into h->alpha (nsets x max_batch). Per-layer
+ * mode forms every layer's Gram first and factors them all in one batched call; global mode
+ * sums the layers' Grams into one. Writes nothing that outlives a failure. */
+static fngd_status_t compute_coefficients(fngd_handle_t h, int N,
+                                          const fngd_layer_batch_t* batches, const float* rhs,
+                                          int64_t* retries, double* shift_used,
+                                          fngd_stream_t stream) {
+    const int global = h->cfg.coef_mode == FNGD_COEF_GLOBAL;
+    size_t nn = (size_t)N * N;
+    for (int l = 0; l < h->num_layers; ++l)
+        FNGD_TRY(h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, grad_scale(&h->cfg, N),
+                                    global ? h->gram : h->gram + (size_t)l * nn, global && l > 0,
+                                    h->workspace, h->workspace_bytes, stream, &h->err));
+    return solve_grams(h, N, h->nsets, rhs, h->alpha, retries, shift_used, stream);
+}
+
+/* Reuse phase, exact_small_layers: the small layers' Grams (compacted into the first nsmall
+ * Gram slots) are solved like a collect step, into h->small_alpha. */
+static fngd_status_t solve_small_layers(fngd_handle_t h, int N, const fngd_layer_batch_t* batches,
+                                        const float* rhs, int64_t* retries, double* shift_used,
+                                        fngd_stream_t stream) {
+    const fngd_config_t* c = &h->cfg;
+    size_t nn = (size_t)N * N;
+    for (int j = 0; j < h->nsmall; ++j) {
+        int l = h->small_layers[j];
+        FNGD_TRY(h->ops->layer_gram(h->ctx, &h->layers[l], &batches[l], N, grad_scale(c, N),
+                                    h->gram + (size_t)j * nn, 0, h->workspace, h->workspace_bytes,
+                                    stream, &h->err));
+    }
+    return solve_grams(h, N, h->nsmall, rhs, h->small_alpha, retries, shift_used, stream);
+}
+
+/* After the gather: the small layers' rows of h->alpha become this step's exact solve. */
+static fngd_status_t solve_small_layers_store(fngd_handle_t h, int N, fngd_stream_t stream) {
+    const int ld = h->cfg.max_batch;
+    for (int j = 0; j < h->nsmall; ++j)
+        FNGD_TRY(h->ops->copy(h->ctx, h->alpha + (size_t)h->small_layers[j] * ld,
+                              h->small_alpha + (size_t)j * ld, N, stream, &h->err));
     return FNGD_SUCCESS;
 }
 
@@ -85,20 +124,75 @@ static fngd_status_t store_coefficients(fngd_handle_t h, int N, const int64_t* i
     return s;
 }
 
-/* The weighted reduction of one layer: into its grad buffers (WRITE_GRAD) or into its
- * direction scratch (APPLY_SGD, applied afterwards by apply_sgd). */
+/* Where layer l's direction goes: its grad buffers (WRITE_GRAD) or its direction scratch
+ * (APPLY_SGD, applied afterwards by apply_sgd). */
+static void direction_buffers(fngd_handle_t h, int l, float** out_w, float** out_b) {
+    fngd_layer_t* L = &h->layers[l];
+    int apply = h->cfg.output == FNGD_OUTPUT_APPLY_SGD;
+    *out_w = apply ? L->direction : L->desc.grad_weight;
+    *out_b = apply ? (L->n_bias ? L->direction + L->n_weight : NULL) : L->desc.grad_bias;
+}
+
+/* The weighted reduction of one layer into its direction buffers. */
 static fngd_status_t produce_direction(fngd_handle_t h, int l, const fngd_layer_batch_t* batch,
                                        int N, fngd_stream_t stream) {
     const fngd_config_t* c = &h->cfg;
-    fngd_layer_t* L = &h->layers[l];
-    const fngd_layer_desc_t* d = &L->desc;
     const float* alpha = h->alpha + (c->coef_mode == FNGD_COEF_GLOBAL ? 0 : (size_t)l * c->max_batch);
-    float scale = c->grad_convention == FNGD_GRAD_MEAN_LOSS ? (float)N : 1.0f;
-    int apply = c->output == FNGD_OUTPUT_APPLY_SGD;
-    float* out_w = apply ? L->direction : d->grad_weight;
-    float* out_b = apply ? (L->n_bias ? L->direction + L->n_weight : NULL) : d->grad_bias;
-    return h->ops->weighted_grad(h->ctx, L, batch, N, alpha, scale, out_w, out_b, h->workspace,
-                                 h->workspace_bytes, stream, &h->err);
+    float *out_w, *out_b;
+    direction_buffers(h, l, &out_w, &out_b);
+    return h->ops->weighted_grad(h->ctx, &h->layers[l], batch, N, alpha, grad_scale(c, N), out_w,
+                                 out_b, h->workspace, h->workspace_bytes, stream, &h->err);
+}
+
+/* step_control: per layer, the plain mean gradient g_l (the weighted reduction with weights
+ * 1/N) and the dot products <delta,g>, <delta,delta>, <g,g> (weight and bias parts apart), all
+ * enqueued, then one blocking read; the direction is then scaled in place. */
+static fngd_status_t control_step(fngd_handle_t h, const fngd_layer_batch_t* batches, int N,
+                                  fngd_stream_t stream) {
+    const fngd_config_t* c = &h->cfg;
+    fngd_err_t* err = &h->err;
+    if (c->step_control == FNGD_STEP_NONE) {
+        h->last_step_scale = 1.0;
+        return FNGD_SUCCESS;
+    }
+    for (int l = 0; l < h->num_layers; ++l) {
+        const fngd_layer_t* L = &h->layers[l];
+        float *dw, *db, *gw = h->plain_grad, *gb = L->n_bias ? h->plain_grad + L->n_weight : NULL;
+        direction_buffers(h, l, &dw, &db);
+        FNGD_TRY(h->ops->weighted_grad(h->ctx, L, &batches[l], N, h->ones,
+                                       grad_scale(c, N) / (float)N, gw, gb, h->workspace,
+                                       h->workspace_bytes, stream, err));
+        const float* x[6] = {dw, db, dw, db, gw, gb};
+        const float* y[6] = {gw, gb, dw, db, gw, gb};
+        for (int k = 0; k < 6; ++k) {
+            int64_t n = (k & 1) ? L->n_bias : L->n_weight;
+            FNGD_TRY(h->ops->dot(h->ctx, n ? x[k] : NULL, n ? y[k] : NULL, n,
+                                 h->dots + 6 * (size_t)l + k, stream, err));
+        }
+    }
+    size_t bytes = 6 * (size_t)h->num_layers * sizeof(float);
+    FNGD_TRY(h->ops->download(h->ctx, h->dots_host, h->dots, bytes, stream, err));
+    double vg = 0.0, sum_scales = 0.0;
+    for (int l = 0; l < h->num_layers; ++l)
+        vg += (double)h->dots_host[6 * l] + (double)h->dots_host[6 * l + 1];
+    double lr = c->learning_rate;
+    double kl = (c->step_control == FNGD_STEP_KL_CLIP && vg != 0.0)
+                    ? fmin(1.0, sqrt(c->kl_clip / fabs(lr * lr * vg))) : 1.0;
+    for (int l = 0; l < h->num_layers; ++l) {
+        const fngd_layer_t* L = &h->layers[l];
+        const float* d = h->dots_host + 6 * l;
+        double dd = (double)d[2] + d[3], gg = (double)d[4] + d[5];
+        double nu = c->step_control == FNGD_STEP_GRAFT ? (dd > 0 ? sqrt(gg / dd) : 1.0) : kl;
+        if (!isfinite(nu)) nu = 1.0; /* overflowed norms: leave the direction as it is */
+        sum_scales += nu;
+        if (nu == 1.0) continue;
+        float *dw, *db;
+        direction_buffers(h, l, &dw, &db);
+        FNGD_TRY(h->ops->scale(h->ctx, dw, L->n_weight, (float)nu, stream, err));
+        if (L->n_bias) FNGD_TRY(h->ops->scale(h->ctx, db, L->n_bias, (float)nu, stream, err));
+    }
+    h->last_step_scale = sum_scales / h->num_layers;
+    return FNGD_SUCCESS;
 }
 
 /* APPLY_SGD: one multi-tensor update of every parameter from its direction; callers that also
@@ -145,7 +239,9 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
         FNGD_REQUIRE(err, rhs, FNGD_ERROR_INVALID_ARGUMENT,
                      "config.rhs is FNGD_RHS_CUSTOM: pass N right-hand-side values in rhs");
     FNGD_TRY(fngd_validate_ids(h, N, ids));
-    const float* custom_rhs = collect && c->rhs == FNGD_RHS_CUSTOM ? rhs : NULL;
+    /* Reuse epochs read a custom rhs only for the exact small layers (ones when NULL). */
+    const float* custom_rhs =
+        c->rhs == FNGD_RHS_CUSTOM && (collect || h->nsmall > 0) ? rhs : NULL;
     FNGD_TRY(fngd_validate_batches(h, N, batches, custom_rhs, stream));
 
     int64_t retries = 0;
@@ -155,9 +251,13 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
         /* Everything below writes state; the inputs were all validated above. */
         FNGD_TRY(store_coefficients(h, N, ids, stream));
     } else {
+        if (h->nsmall > 0)
+            FNGD_TRY(solve_small_layers(h, N, batches, custom_rhs, &retries, &shift, stream));
         FNGD_TRY(gather_coefficients(h, N, ids, stream));
+        if (h->nsmall > 0) FNGD_TRY(solve_small_layers_store(h, N, stream));
     }
     for (int l = 0; l < h->num_layers; ++l) FNGD_TRY(produce_direction(h, l, &batches[l], N, stream));
+    FNGD_TRY(control_step(h, batches, N, stream));
     if (c->output == FNGD_OUTPUT_APPLY_SGD) FNGD_TRY(apply_sgd(h, stream));
 
     fngd_counters_t* k = &h->counters;
@@ -165,6 +265,8 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
         k->factorizations += h->nsets;
         k->damping_retries += retries;
         k->last_damping = shift / N; /* report lambda: the shift is N * lambda */
+    } else {
+        k->damping_retries += retries; /* exact_small_layers' retries */
     }
     k->steps_total++;
     k->steps_in_epoch++;

@@ -8,7 +8,7 @@ static __global__ void batch_pointers_kernel(double** a, double* a_base, int64_t
 {
     for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < count; s += gridDim.x * blockDim.x) {
         a[s] = a_base + (int64_t)s * a_stride;
-        b[s] = b_base + (int64_t)s * b_stride;
+        if (b) b[s] = b_base + (int64_t)s * b_stride;
     }
 }
 

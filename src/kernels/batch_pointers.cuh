@@ -1,6 +1,7 @@
 /* The device arrays of device pointers that cuSOLVER's batched routines take:
  *   a[s] = a_base + s * a_stride,  b[s] = b_base + s * b_stride,  s < count.
- * Filled on the device so a batched factorization needs no host-to-device copy. */
+ * Filled on the device so a batched factorization needs no host-to-device copy. b may be NULL
+ * (one array only). */
 #ifndef FNGD_KERNELS_BATCH_POINTERS_CUH
 #define FNGD_KERNELS_BATCH_POINTERS_CUH
 

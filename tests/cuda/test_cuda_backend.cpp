@@ -378,13 +378,13 @@ TEST(CudaBackend, FactorSolveMatchesCpu) {
                 double sc = 0, tc = 0, sg = 0, tg = 0;
                 HostWs cws(b.cpu->solver_workspace_bytes(b.cc, N));
                 ASSERT_EQ(b.cpu->factor_solve(b.cc, K.data(), N, kind, damping, min_shift,
-                                              custom_rhs ? rhs.data() : nullptr, ac.data(), &ic,
+                                              custom_rhs ? rhs.data() : nullptr, 0, ac.data(), &ic,
                                               &sc, &tc, cws.p, cws.bytes, nullptr, &b.err),
                           FNGD_SUCCESS) << b.err.msg;
                 Dev dK(K), dr(rhs), da((size_t)N * sizeof(float)),
                     gws(b.gpu->solver_workspace_bytes(b.gc, N));
                 ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, kind, damping, min_shift,
-                                              custom_rhs ? dr.f() : nullptr, da.f(), &ig, &sg,
+                                              custom_rhs ? dr.f() : nullptr, 0, da.f(), &ig, &sg,
                                               &tg, gws.p, gws.bytes, nullptr, &b.err),
                           FNGD_SUCCESS) << b.err.msg;
                 ASSERT_EQ(ic, 0);
@@ -415,7 +415,7 @@ TEST(CudaBackend, FactorSolveReportsNotPositiveDefiniteAndLeavesAlpha) {
     Dev dK(K), da(sentinel), gws(b.gpu->solver_workspace_bytes(b.gc, N));
     int info = 0;
     double shift = -1, trace = 0;
-    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 0.0, nullptr,
+    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 0.0, nullptr, 0,
                                   da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
                                   &b.err), FNGD_SUCCESS) << b.err.msg;
     EXPECT_GT(info, 0);
@@ -423,7 +423,7 @@ TEST(CudaBackend, FactorSolveReportsNotPositiveDefiniteAndLeavesAlpha) {
     EXPECT_EQ(trace, 3.0);
     EXPECT_EQ(da.get<float>(N), sentinel);
     // min_shift raises the shift past the negative pivot: factorization succeeds.
-    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 2.0, nullptr,
+    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 2.0, nullptr, 0,
                                   da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
                                   &b.err), FNGD_SUCCESS) << b.err.msg;
     EXPECT_EQ(info, 0);
@@ -450,7 +450,7 @@ TEST(CudaBackend, FactorSolveRejectsNanAndLeavesAlpha) {
         int info = -12345;
         double shift = -1, trace = -1;
         std::memset(&b.err, 0, sizeof b.err);
-        EXPECT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr,
+        EXPECT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, 0,
                                       da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
                                       &b.err), FNGD_ERROR_BACKEND) << "NaN at " << i << "," << j;
         EXPECT_NE(std::string(b.err.msg), "");
@@ -510,10 +510,10 @@ fngd_status_t run_batched(Backends& b, fngd_cuda_chol_path path, const float* K,
                           const float* rhs, float* alpha, int ld, int* info, double* shift,
                           double* trace, const Dev& ws) {
     if (path == FNGD_CUDA_CHOL_AUTO)
-        return b.gpu->factor_solve_batched(b.gc, K, count, N, kind, damping, floors, rhs, alpha,
+        return b.gpu->factor_solve_batched(b.gc, K, count, N, kind, damping, floors, rhs, 0, alpha,
                                            ld, info, shift, trace, ws.p, ws.bytes, nullptr,
                                            &b.err);
-    return fngd_cuda_factor_solve_batched_on(b.gc, path, K, count, N, kind, damping, floors, rhs,
+    return fngd_cuda_factor_solve_batched_on(b.gc, path, K, count, N, kind, damping, floors, rhs, 0,
                                              alpha, ld, info, shift, trace, ws.p, ws.bytes,
                                              nullptr, &b.err);
 }
@@ -548,7 +548,7 @@ TEST(CudaBackend, FactorSolveBatchedMatchesCpuSingleOnBothPaths) {
                     for (int m = 0; m < count; ++m)
                         ASSERT_EQ(b.cpu->factor_solve(b.cc, c.K.data() + (size_t)m * N * N, N,
                                                       kind, damping, c.floors[(size_t)m],
-                                                      custom_rhs ? rhs.data() : nullptr,
+                                                      custom_rhs ? rhs.data() : nullptr, 0,
                                                       ac.data() + (size_t)m * ld, &ic[(size_t)m],
                                                       &sc[(size_t)m], &tc[(size_t)m], cws.p,
                                                       cws.bytes, nullptr, &b.err),

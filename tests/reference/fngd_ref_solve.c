@@ -1,6 +1,7 @@
 /* Reference damping, dense Fisher solve, Gram-side coefficients and the SGD update, in double. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fngd_reference.h"
 
@@ -49,51 +50,80 @@ double fngd_ref_lambda(fngd_damping_kind_t kind, double damping, const double* G
     return damping * trace / N;
 }
 
-int fngd_ref_dense_direction(const double* G, int N, int64_t d, double lambda, const double* r,
-                             double* delta) {
-    double* F = (double*)calloc((size_t)(d * d), sizeof(double));
-    double* b = (double*)calloc((size_t)d, sizeof(double));
-    int rc = -1;
-    if (!F || !b) goto done;
-    /* F = (1/N) sum_i g_i g_i^T + lambda I;  b = (1/N) sum_i r_i g_i. */
+/* F (d x d, both triangles) = (1/N) sum_i g_i g_i^T + shift I. */
+static void dense_fisher(const double* G, int N, int64_t d, double shift, double* F) {
     for (int i = 0; i < N; ++i) {
         const double* g = G + (int64_t)i * d;
-        double ri = r ? r[i] : 1.0;
-        for (int64_t a = 0; a < d; ++a) {
-            b[a] += ri * g[a] / N;
+        for (int64_t a = 0; a < d; ++a)
             for (int64_t c = 0; c <= a; ++c) F[a * d + c] += g[a] * g[c] / N;
-        }
     }
     for (int64_t a = 0; a < d; ++a) {
-        F[a * d + a] += lambda;
+        F[a * d + a] += shift;
         for (int64_t c = 0; c < a; ++c) F[c * d + a] = F[a * d + c];
     }
+}
+
+int fngd_ref_dense_direction(const double* G, int N, int64_t d, double lambda, const double* r,
+                             int range_filter, double* delta) {
+    double* F = (double*)calloc((size_t)(d * d), sizeof(double));
+    double* b = (double*)calloc((size_t)d, sizeof(double));
+    double* v = (double*)calloc((size_t)d, sizeof(double));
+    int rc = -1;
+    if (!F || !b || !v) goto done;
+    /* b = (1/N) sum_i r_i g_i;  solve (F + lambda I) x = b. */
+    for (int i = 0; i < N; ++i)
+        for (int64_t a = 0; a < d; ++a) b[a] += (r ? r[i] : 1.0) * G[(int64_t)i * d + a] / N;
+    dense_fisher(G, N, d, lambda, F);
     if (fngd_ref_cholesky_solve(F, d, b) != 0) goto done;
+    if (range_filter) { /* v = F x, then solve (F + lambda I) delta = v with a fresh factor */
+        memset(F, 0, (size_t)(d * d) * sizeof(double));
+        dense_fisher(G, N, d, 0.0, F);
+        for (int64_t a = 0; a < d; ++a)
+            for (int64_t c = 0; c < d; ++c) v[a] += F[a * d + c] * b[c];
+        memset(F, 0, (size_t)(d * d) * sizeof(double));
+        dense_fisher(G, N, d, lambda, F);
+        if (fngd_ref_cholesky_solve(F, d, v) != 0) goto done;
+        memcpy(b, v, (size_t)d * sizeof(double));
+    }
     for (int64_t a = 0; a < d; ++a) delta[a] = b[a];
     rc = 0;
 done:
     free(F);
     free(b);
+    free(v);
     return rc;
 }
 
+/* x = (K + N lambda I)^-1 x in place, with a fresh copy of K. */
+static int solve_damped_gram(const double* G, int N, int64_t d, double lambda, double* K,
+                             double* x) {
+    fngd_ref_gram(G, N, d, K);
+    for (int i = 0; i < N; ++i) K[(int64_t)i * N + i] += N * lambda;
+    return fngd_ref_cholesky_solve(K, N, x);
+}
+
 int fngd_ref_coefficients(const double* G, int N, int64_t d, double lambda, const double* r,
-                          double* alpha) {
+                          int range_filter, double* alpha) {
     double* K = (double*)malloc((size_t)N * N * sizeof(double));
     double* x = (double*)malloc((size_t)N * sizeof(double));
+    double* y = (double*)calloc((size_t)N, sizeof(double));
     int rc = -1;
-    if (!K || !x) goto done;
-    fngd_ref_gram(G, N, d, K);
-    for (int i = 0; i < N; ++i) {
-        K[(int64_t)i * N + i] += N * lambda;
-        x[i] = r ? r[i] : 1.0;
+    if (!K || !x || !y) goto done;
+    for (int i = 0; i < N; ++i) x[i] = r ? r[i] : 1.0;
+    if (solve_damped_gram(G, N, d, lambda, K, x) != 0) goto done;
+    if (range_filter) { /* y = K x, then x = (K + N lambda I)^-1 y */
+        fngd_ref_gram(G, N, d, K);
+        for (int i = 0; i < N; ++i)
+            for (int j = 0; j < N; ++j) y[i] += K[(int64_t)i * N + j] * x[j];
+        memcpy(x, y, (size_t)N * sizeof(double));
+        if (solve_damped_gram(G, N, d, lambda, K, x) != 0) goto done;
     }
-    if (fngd_ref_cholesky_solve(K, N, x) != 0) goto done;
     for (int i = 0; i < N; ++i) alpha[i] = x[i];
     rc = 0;
 done:
     free(K);
     free(x);
+    free(y);
     return rc;
 }
 

@@ -49,14 +49,17 @@ double fngd_ref_lambda(fngd_damping_kind_t kind, double damping, const double* G
  * F = (1/N) sum_i g_i g_i^T (d x d) by Cholesky. r == NULL means all ones (delta is then the
  * damped natural gradient of the mean gradient). For general r this is the same vector as
  * G (K + N lambda I)^-1 r, because (F + lambda I) G^T a = (1/N) G^T (K + N lambda I) a.
+ * With range_filter (FNGD_FILTER_RANGE) it is (F + lambda I)^-1 F (F + lambda I)^-1 b, which
+ * equals G (K + N lambda I)^-1 K (K + N lambda I)^-1 r by the same identity applied twice.
  * Returns 0, or -1 if F + lambda I is not positive definite (delta untouched). */
 int fngd_ref_dense_direction(const double* G, int N, int64_t d, double lambda, const double* r,
-                             double* delta);
+                             int range_filter, double* delta);
 
-/* alpha = (K + N lambda I)^-1 r (r == NULL: ones) by Cholesky of the N x N matrix.
+/* alpha = (K + N lambda I)^-1 r (r == NULL: ones) by Cholesky of the N x N matrix; with
+ * range_filter, alpha = (K + N lambda I)^-1 K (K + N lambda I)^-1 r (two separate solves).
  * Returns 0, or -1 if not positive definite. */
 int fngd_ref_coefficients(const double* G, int N, int64_t d, double lambda, const double* r,
-                          double* alpha);
+                          int range_filter, double* alpha);
 
 /* delta = sum_i alpha_i g_i (d values). */
 void fngd_ref_weighted_sum(const double* G, int N, int64_t d, const double* alpha,
