@@ -305,3 +305,59 @@ TEST(ApiMisc, WorkspaceSetBeforeLargerLayerIsNotOverrun) {
 }
 
 }  // namespace
+
+// A caller compiled against the 0.1.0 header passes the smaller struct it knew: the library
+// reads only that prefix and gives the fields added since their defaults.
+namespace {
+struct config_0_1 {  // fngd_config_t as 0.1.0 declared it
+    size_t struct_size;
+    fngd_backend_kind_t backend;
+    int device, max_batch;
+    int64_t num_samples;
+    fngd_coef_mode_t coef_mode;
+    fngd_damping_kind_t damping_kind;
+    double damping;
+    int max_damping_retries;
+    double damping_growth;
+    int recompute_every;
+    fngd_grad_convention_t grad_convention;
+    fngd_rhs_kind_t rhs;
+    fngd_fallback_t fallback;
+    fngd_output_t output;
+    float learning_rate, momentum, weight_decay;
+    int check_finite;
+    size_t max_workspace_bytes;
+};
+}  // namespace
+
+TEST(ApiMisc, OlderConfigStructGetsDefaultsForNewFields) {
+    static_assert(sizeof(config_0_1) == offsetof(fngd_config_t, coef_filter),
+                  "the 0.1.0 prefix of fngd_config_t moved");
+    fngd_config_t full;
+    fngd_config_init(&full);
+    // Bytes past the old struct are garbage the library must not read.
+    std::vector<unsigned char> mem(sizeof(fngd_config_t), 0xAB);
+    config_0_1 old;
+    std::memcpy(&old, &full, sizeof old);
+    old.struct_size = sizeof old;
+    old.max_batch = 4;
+    old.num_samples = 8;
+    std::memcpy(mem.data(), &old, sizeof old);
+    fngd_handle_t h = nullptr;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_create(reinterpret_cast<const fngd_config_t*>(mem.data()), &h))
+        << fngd_get_last_error(nullptr);
+    fngd_layer_desc_t d = fngd_generic_desc(3);
+    std::vector<float> gw(3);
+    d.grad_weight = gw.data();
+    ASSERT_EQ(FNGD_SUCCESS, fngd_add_layer(h, &d, nullptr));
+    std::vector<float> g(4 * 3, 0.5f);
+    fngd_layer_batch_t b = {g.data(), nullptr};
+    EXPECT_EQ(FNGD_SUCCESS, fngd_step(h, 4, nullptr, &b, nullptr, nullptr)) << fngd_get_last_error(h);
+    fngd_destroy(h);
+    // Any other size is refused with a message naming both accepted sizes.
+    old.struct_size = sizeof old + 4;
+    std::memcpy(mem.data(), &old, sizeof old);
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT,
+              fngd_create(reinterpret_cast<const fngd_config_t*>(mem.data()), &h));
+    EXPECT_NE(std::string(fngd_get_last_error(nullptr)).find("0.1.0"), std::string::npos);
+}
