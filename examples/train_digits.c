@@ -11,8 +11,8 @@
  * 2. final runs: both optimizers on the whole training set at the chosen rates, per-epoch
  *    loss, test accuracy and step times, then a side-by-side summary (digits_report.c);
  * 3. exit status: 0; 1 for a bad option, unreadable data or a libfngd error (its message is
- *    printed); 3 when a final run diverged (non-finite training loss, or an epoch's mean loss
- *    above 10x the starting loss) or every rate of a sweep did.
+ *    printed); 3 when a final run diverged (training loss not finite, or above 10x the
+ *    starting loss for an epoch's mean, 100x for one batch) or every rate of a sweep did.
  *
  * How the example uses libfngd (digits_model.c; per-layer or global coefficients, CPU or CUDA):
  * - the configuration is fngd_config_init()'s defaults plus only what the example must set
@@ -80,8 +80,8 @@ static void usage(FILE* f) {
             "  --data PATH         digits CSV (default %s)\n"
             "  --quick             3 epochs on 500 training samples, plus a gradient check (CI)\n"
             "Exit status: 0 ok; 1 bad option, unreadable data or libfngd error; 3 a final run\n"
-            "diverged (training loss non-finite or above 10x its starting loss) or every rate of\n"
-            "a sweep diverged.\n",
+            "diverged (training loss not finite, or above 10x its starting loss for an epoch's\n"
+            "mean, 100x for one batch) or every rate of a sweep diverged.\n",
             FNGD_DIGITS_CSV);
 }
 
