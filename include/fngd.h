@@ -172,7 +172,8 @@ typedef struct fngd_config {
                                           with position keys, at least steps/epoch * max_batch */
     fngd_coef_mode_t coef_mode;      /**< default FNGD_COEF_PER_LAYER */
     fngd_damping_kind_t damping_kind;/**< default FNGD_DAMPING_ABSOLUTE */
-    double damping;                  /**< lambda (absolute) or gamma (relative); >= 0; default 1e-3 */
+    double damping;                  /**< lambda (absolute) or gamma (relative); >= 0; default 0.1
+                                          (README: "Choosing damping and the learning rate") */
     int max_damping_retries;         /**< retries when Cholesky fails; default 8, 0..64 */
     double damping_growth;           /**< damping multiplier per retry; default 10, > 1 */
     int recompute_every;             /**< R: recollect coefficients every R epochs; 0 = never */
@@ -197,16 +198,17 @@ typedef struct fngd_config {
                                           Gram, factorization and solve in every step, reuse
                                           epochs included, instead of stored coefficients; its
                                           d <= N makes that cheap. 0 or 1; default 1 */
-    fngd_step_control_t step_control;/**< default FNGD_STEP_NONE */
+    fngd_step_control_t step_control;/**< default FNGD_STEP_KL_CLIP (then keep learning_rate
+                                          equal to the optimizer's: fngd_set_learning_rate) */
     double kl_clip;                  /**< FNGD_STEP_KL_CLIP bound, > 0; default 1e-3 */
 } fngd_config_t;
 
 #define FNGD_CONFIG_INIT                                                                     \
     {                                                                                        \
         sizeof(fngd_config_t), FNGD_BACKEND_CPU, 0, 0, 0, FNGD_COEF_PER_LAYER,               \
-            FNGD_DAMPING_ABSOLUTE, 1e-3, 8, 10.0, 0, FNGD_GRAD_MEAN_LOSS, FNGD_RHS_ONES,     \
+            FNGD_DAMPING_ABSOLUTE, 0.1, 8, 10.0, 0, FNGD_GRAD_MEAN_LOSS, FNGD_RHS_ONES,      \
             FNGD_FALLBACK_STORED_MEAN, FNGD_OUTPUT_WRITE_GRAD, 0.1f, 0.9f, 0.0f, 1,          \
-            ((size_t)1 << 30), FNGD_FILTER_RANGE, 1, FNGD_STEP_NONE, 1e-3                     \
+            ((size_t)1 << 30), FNGD_FILTER_RANGE, 1, FNGD_STEP_KL_CLIP, 1e-3                  \
     }
 
 /**

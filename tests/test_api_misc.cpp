@@ -60,12 +60,20 @@ TEST(ApiMisc, ConfigInitEqualsMacro) {
     EXPECT_EQ(b.weight_decay, a.weight_decay);
     EXPECT_EQ(b.check_finite, a.check_finite);
     EXPECT_EQ(b.max_workspace_bytes, a.max_workspace_bytes);
-    // The documented defaults.
+    EXPECT_EQ(b.coef_filter, a.coef_filter);
+    EXPECT_EQ(b.exact_small_layers, a.exact_small_layers);
+    EXPECT_EQ(b.step_control, a.step_control);
+    EXPECT_EQ(b.kl_clip, a.kl_clip);
+    // The documented defaults (the training-quality ones chosen by bench/time_to_accuracy.py).
+    EXPECT_EQ(FNGD_FILTER_RANGE, a.coef_filter);
+    EXPECT_EQ(1, a.exact_small_layers);
+    EXPECT_EQ(FNGD_STEP_KL_CLIP, a.step_control);
+    EXPECT_EQ(1e-3, a.kl_clip);
     EXPECT_EQ(FNGD_BACKEND_CPU, a.backend);
     EXPECT_EQ(0, a.device);
     EXPECT_EQ(FNGD_COEF_PER_LAYER, a.coef_mode);
     EXPECT_EQ(FNGD_DAMPING_ABSOLUTE, a.damping_kind);
-    EXPECT_EQ(1e-3, a.damping);
+    EXPECT_EQ(0.1, a.damping);
     EXPECT_EQ(8, a.max_damping_retries);
     EXPECT_EQ(10.0, a.damping_growth);
     EXPECT_EQ(0, a.recompute_every);

@@ -338,6 +338,9 @@ inline fngd_config_t base_config(int max_batch, int64_t num_samples) {
     // Every layer's coefficients stored and reused (the tests of small-layer exact solves set
     // it themselves).
     c.exact_small_layers = 0;
+    // The unscaled direction, which the references compute (test_stable_steps.cpp tests the
+    // step-size control against it).
+    c.step_control = FNGD_STEP_NONE;
     return c;
 }
 

@@ -139,8 +139,11 @@ class FNGDPreconditioner:
         step_control: "none", "kl_clip" (KFAC's trust region, needs lr) or "graft" (each
             layer's step as long as SGD's); None: library default.
         kl_clip: the bound of step_control="kl_clip"; None: library default.
-        lr: the optimizer's learning rate, a float or a zero-argument callable (e.g.
-            lambda: opt.param_groups[0]["lr"]), read at every step; used by "kl_clip".
+        lr: the optimizer's learning rate for step_control="kl_clip" (the default): a float,
+            a zero-argument callable, or the torch optimizer itself (its first param group's
+            lr), read at every step. None: the library's learning_rate (0.1). When the clip
+            is active the step length lr * nu * |delta| = sqrt(kl_clip / <delta, g>) does not
+            depend on lr, so lr only decides when clipping starts.
         rhs: "ones" (FNGD) or "ief" (improved empirical Fisher: r_i = squared norm of sample
             i's gradient at the output of `ief_layer`, by default the last preconditioned
             layer, i.e. the logits of a classifier head).
@@ -175,9 +178,8 @@ class FNGDPreconditioner:
         step_control = ({v: k for k, v in _STEP.items()}[lib_defaults.step_control]
                         if step_control is None else step_control)
         kl_clip = lib_defaults.kl_clip if kl_clip is None else kl_clip
-        if step_control == "kl_clip" and lr is None:
-            raise ValueError("step_control='kl_clip' needs lr= (a float or a callable returning "
-                             "the optimizer's current learning rate)")
+        if not (lr is None or callable(lr) or isinstance(lr, (int, float, torch.optim.Optimizer))):
+            raise TypeError(f"lr must be a float, a callable or a torch optimizer, got {type(lr)}")
         self._lr = lr
         self.options = dict(num_samples=int(num_samples), max_batch=int(max_batch),
                             damping=float(damping), mode=mode,
@@ -596,7 +598,8 @@ class FNGDPreconditioner:
                 rhs = self._ief_rhs(e, n).contiguous()
                 keep.append(rhs)
             if self._lr is not None:
-                lr = self._lr() if callable(self._lr) else self._lr
+                lr = (self._lr.param_groups[0]["lr"] if isinstance(self._lr, torch.optim.Optimizer)
+                      else self._lr() if callable(self._lr) else self._lr)
                 _lib.check(self._lib.fngd_set_learning_rate(self._handle, float(lr)),
                            self._handle, "fngd_set_learning_rate")
             status = self._lib.fngd_step(self._handle, n,

@@ -79,11 +79,13 @@ def layer_blocks(pre):
     return [[names[id(p)] for p in layer.params] for layer in pre.layers]
 
 
-def reference_direction(grads, blocks, damping, mode, alphas=None, coef_filter="range"):
+def reference_direction(grads, blocks, damping, mode, alphas=None, coef_filter="range",
+                        rhs=None):
     """Dense float64 FNGD direction per parameter name:
     delta = G^T alpha, alpha = (K + N*lambda*I)^-1 1, K = G G^T (summed over layers in global
     mode); coef_filter="range": alpha = (K + N*lambda*I)^-1 K (K + N*lambda*I)^-1 1. With
-    `alphas` (one N-vector per coefficient set) the solve is skipped (reuse)."""
+    `alphas` (one N-vector per coefficient set) the solve is skipped (reuse). rhs: the
+    right-hand side instead of ones."""
     mats = []
     for names in blocks:
         mats.append(torch.cat([grads[n].flatten(1) for n in names], dim=1))
@@ -92,7 +94,8 @@ def reference_direction(grads, blocks, damping, mode, alphas=None, coef_filter="
     def solve(ks):
         k = sum(ks)
         damped = k + n * damping * torch.eye(n, dtype=k.dtype)
-        a = torch.linalg.solve(damped, torch.ones(n, dtype=k.dtype))
+        r = torch.ones(n, dtype=k.dtype) if rhs is None else rhs.to(k.dtype)
+        a = torch.linalg.solve(damped, r)
         return torch.linalg.solve(damped, k @ a) if coef_filter == "range" else a
 
     out, conds = {}, []
@@ -137,6 +140,20 @@ def train_step(model, pre, opt, x, y, ids):
 
 def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
+
+
+@pytest.fixture(autouse=True)
+def _unscaled_direction(monkeypatch, request):
+    """The tests compare the direction with unscaled references, so FNGDPreconditioner's
+    step_control defaults to "none" here; tests of the library's defaults (the KL clip) are
+    marked @pytest.mark.library_defaults and see the real default."""
+    if request.node.get_closest_marker("library_defaults"):
+        return
+    init = fngd.FNGDPreconditioner.__init__
+
+    def unscaled_init(self, *args, step_control="none", **kwargs):
+        init(self, *args, step_control=step_control, **kwargs)
+    monkeypatch.setattr(fngd.FNGDPreconditioner, "__init__", unscaled_init)
 
 
 @pytest.fixture

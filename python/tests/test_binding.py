@@ -76,7 +76,7 @@ def test_library_reports_the_same_struct_sizes(lib):
     cfg = _lib.Config()
     assert lib.fngd_config_init(ctypes.byref(cfg)) == _lib.SUCCESS
     assert cfg.struct_size == ctypes.sizeof(_lib.Config)
-    assert cfg.max_workspace_bytes == 1 << 30 and abs(cfg.damping - 1e-3) < 1e-12
+    assert cfg.max_workspace_bytes == 1 << 30 and abs(cfg.damping - 0.1) < 1e-12
     for desc in (lib.fngd_linear_desc(3, 4, 1), lib.fngd_conv2d_desc(3, 4, 8, 8, 3, 3, 0),
                  lib.fngd_norm_affine_desc(4, 16, 1), lib.fngd_generic_desc(10)):
         assert desc.struct_size == ctypes.sizeof(_lib.LayerDesc)

@@ -68,6 +68,7 @@ def _direct_direction(model, store, ids, damping, mode):
     cfg = _lib.Config()
     lib.fngd_config_init(ctypes.byref(cfg))
     cfg.max_batch, cfg.num_samples, cfg.damping = 8, 20, damping
+    cfg.step_control = _lib.STEP_NONE  # as the preconditioner under test (conftest)
     cfg.coef_mode = _lib.COEF_GLOBAL if mode == "global" else _lib.COEF_PER_LAYER
     h = _lib.Handle()
     _lib.check(lib.fngd_create(ctypes.byref(cfg), ctypes.byref(h)))
