@@ -63,5 +63,12 @@ fi
 # ASDL (optional: the benchmark's KFAC and SMW rows). Its declared dependency is torch, already
 # here; --no-deps keeps pip from pulling torch's CUDA wheels again (~2 s instead of ~4 GB).
 pip_install --no-deps asdfghjkl || echo "python_setup: asdfghjkl not installed (optional)"
+# SINGD (optional: bench/time_to_accuracy.py's singd row). singd and einconv declare torch as a
+# dependency, hence --no-deps; einops (pure Python, no dependencies) is their other need.
+pip_install --no-deps singd einconv && pip_install einops \
+  || echo "python_setup: singd not installed (optional)"
+# scikit-learn (optional: time_to_accuracy.py --dataset breast_cancer, whose data ships inside
+# it); a normal install, it pulls scipy, joblib and threadpoolctl, none of which needs torch.
+pip_install scikit-learn || echo "python_setup: scikit-learn not installed (optional)"
 echo "python_setup: ready in $(( $(date +%s) - start )) s"
 echo "$VENV/bin/python"
