@@ -32,17 +32,24 @@ import torch.nn.functional as F
 from torch import nn
 
 # ---- the FNGD variants: name -> FNGDPreconditioner keyword arguments ----------------------
+# fngd-layer / fngd-global: the library's defaults (whatever they are in the build that runs;
+# the JSON records the resolved options of every run). *-plain: the paper's method (plain
+# solve, no exact small layers, no step control). Variants with options the installed fngd
+# does not accept are skipped with a note.
 FNGD_VARIANTS: dict[str, dict] = {
     "fngd-layer": {"mode": "layer"},
     "fngd-global": {"mode": "global"},
+    "fngd-layer-plain": {"mode": "layer", "coef_filter": "none", "exact_small_layers": False,
+                         "step_control": "none"},
+    "fngd-global-plain": {"mode": "global", "coef_filter": "none", "step_control": "none"},
     "fngd-layer-r1": {"mode": "layer", "recompute_every": 1},
     "fngd-global-r1": {"mode": "global", "recompute_every": 1},
-    # options being added to the library (skipped until FNGDPreconditioner accepts them)
     "fngd-layer-range": {"mode": "layer", "coef_filter": "range"},
     "fngd-layer-exact": {"mode": "layer", "exact_small_layers": True},
     "fngd-layer-klclip": {"mode": "layer", "step_control": "kl_clip", "kl_clip": 1e-3},
     "fngd-global-klclip": {"mode": "global", "step_control": "kl_clip", "kl_clip": 1e-3},
     "fngd-layer-graft": {"mode": "layer", "step_control": "graft"},
+    "fngd-layer-noclip": {"mode": "layer", "step_control": "none"},
     "fngd-layer-ief": {"mode": "layer", "rhs": "ief"},
     "fngd-global-ief": {"mode": "global", "rhs": "ief"},
 }

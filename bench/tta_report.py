@@ -112,6 +112,19 @@ def markdown(result: dict) -> str:
                      f"{_target_cell(a, 'epochs_to_target', '{:.1f}')} | "
                      f"{_target_cell(a, 'seconds_to_target', '{:.2f}')} | {t} | "
                      f"{sw['failed']}/{sw['runs']} |")
+    opts = []
+    for name in result["optimizers"]:
+        run = next((r for r in result.get("runs", []) if r["optimizer"] == name
+                    and (r.get("info") or {}).get("options")), None)
+        if run:
+            o = run["info"]["options"]
+            shown = ", ".join(f"{k}={o[k]}" for k in ("mode", "damping_kind", "coef_filter",
+                              "exact_small_layers", "step_control", "kl_clip", "rhs",
+                              "recompute_every") if k in o)
+            opts.append(f"- {name}: {shown}")
+    if opts:
+        lines += ["", "FNGD options as resolved by FNGDPreconditioner (damping is swept):", ""]
+        lines += opts
     if result["skipped"]:
         lines += ["", "Skipped:", ""]
         lines += [f"- {k}: {v}" for k, v in result["skipped"].items()]

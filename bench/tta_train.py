@@ -100,8 +100,11 @@ def run_one(task: dict) -> dict:
             rec["fngd_kwargs"] = stepper.kwargs
         import fngd  # IndexedDataset: items (x, y, index); the index is the FNGD sample id
         ds = fngd.IndexedDataset(TensorDataset(data.x_train, data.y_train))
+        # a last batch of one sample would break train-mode BatchNorm: drop it then (FNGD
+        # counts the ids it never saw in its fallback_ids)
+        drop = len(ds) % task["batch"] == 1
         sampler = BatchSampler(RandomSampler(ds, generator=torch.Generator().manual_seed(seed)),
-                               task["batch"], drop_last=False)
+                               task["batch"], drop_last=drop)
         # batch_size=None: the sampler yields index lists, the dataset is indexed by a list
         # (one gather per batch instead of one __getitem__ per sample)
         loader = DataLoader(ds, sampler=sampler, batch_size=None)
