@@ -371,10 +371,6 @@ def environment() -> dict:
             env[mod] = getattr(m, "__version__", "installed")
         except Exception:
             env[mod] = None
-    try:
-        env["loadavg_start"] = os.getloadavg()
-    except OSError:
-        pass
     return env
 
 
@@ -415,6 +411,7 @@ def main(argv=None) -> dict:
     old = load_previous(args, out["json"]) if args.merge else None
     ctx_fields = context_fields(args)
     t0 = time.perf_counter()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     data = tta_data.load(args.dataset, args.val_frac, args.data, not args.no_augment,
                          args.limit)
     import tta_models
@@ -437,10 +434,8 @@ def main(argv=None) -> dict:
         apply_timing(analysis, timing, runs, args)
     study_seconds = time.perf_counter() - t0
     env = environment()
-    try:
-        env["loadavg_end"] = os.getloadavg()
-    except OSError:
-        pass
+    env["loadavg_start"] = load_start  # 1/5/15-minute load: the machine may be shared
+    env["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result = {"config": {**protocol(args), "optimizers": optimizers, "jobs": args.jobs,
                          "quick": args.quick, "fngd_extra": args.fngd_extra_kw,
                          "grids": {n: g for n, g in grids.items()},
