@@ -132,6 +132,8 @@ def parse(argv=None):
     ap.add_argument("--merge", action="store_true",
                     help="keep the runs of other optimizers from an existing "
                          "<out>/tta_<dataset>.json with the same protocol, replace these")
+    ap.add_argument("--plot", default=None, metavar="NAME,NAME",
+                    help="optimizers drawn in the PNG (default: all)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     if args.epochs is None:
@@ -437,6 +439,7 @@ def main(argv=None) -> dict:
     env["loadavg_start"] = load_start  # 1/5/15-minute load: the machine may be shared
     env["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result = {"config": {**protocol(args), "optimizers": optimizers, "jobs": args.jobs,
+                         "plot": args.plot.split(",") if args.plot else None,
                          "quick": args.quick, "fngd_extra": args.fngd_extra_kw,
                          "grids": {n: g for n, g in grids.items()},
                          "singd_rest_lr": args.singd_rest_lr,

@@ -39,17 +39,22 @@ from torch import nn
 FNGD_VARIANTS: dict[str, dict] = {
     "fngd-layer": {"mode": "layer"},
     "fngd-global": {"mode": "global"},
+    # The paper's method, then each fix alone on top of it, then the fixes without the clip.
     "fngd-layer-plain": {"mode": "layer", "coef_filter": "none", "exact_small_layers": False,
                          "step_control": "none"},
     "fngd-global-plain": {"mode": "global", "coef_filter": "none", "step_control": "none"},
+    "fngd-layer-plain+range": {"mode": "layer", "coef_filter": "range",
+                               "exact_small_layers": False, "step_control": "none"},
+    "fngd-layer-plain+exact": {"mode": "layer", "coef_filter": "none",
+                               "exact_small_layers": True, "step_control": "none"},
+    "fngd-layer-plain+klclip": {"mode": "layer", "coef_filter": "none",
+                                "exact_small_layers": False, "step_control": "kl_clip"},
+    "fngd-layer-noclip": {"mode": "layer", "step_control": "none"},
+    "fngd-global-noclip": {"mode": "global", "step_control": "none"},
+    "fngd-layer-graft": {"mode": "layer", "step_control": "graft"},
+    # Beyond the paper, on top of the defaults.
     "fngd-layer-r1": {"mode": "layer", "recompute_every": 1},
     "fngd-global-r1": {"mode": "global", "recompute_every": 1},
-    "fngd-layer-range": {"mode": "layer", "coef_filter": "range"},
-    "fngd-layer-exact": {"mode": "layer", "exact_small_layers": True},
-    "fngd-layer-klclip": {"mode": "layer", "step_control": "kl_clip", "kl_clip": 1e-3},
-    "fngd-global-klclip": {"mode": "global", "step_control": "kl_clip", "kl_clip": 1e-3},
-    "fngd-layer-graft": {"mode": "layer", "step_control": "graft"},
-    "fngd-layer-noclip": {"mode": "layer", "step_control": "none"},
     "fngd-layer-ief": {"mode": "layer", "rhs": "ief"},
     "fngd-global-ief": {"mode": "global", "rhs": "ief"},
 }

@@ -174,7 +174,9 @@ def write_png(result: dict, path: str) -> bool:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     target = result["config"]["target"]
-    for name in result["optimizers"]:
+    names = result["config"].get("plot") or result["optimizers"]
+    colors = plt.get_cmap("tab20" if len(names) > 10 else "tab10").colors
+    for k, name in enumerate(names):
         a = result["selected"].get(name)
         if not a or not a["curve"]:
             continue
@@ -184,7 +186,8 @@ def write_png(result: dict, path: str) -> bool:
         wall = [c["wall"] for c in a["curve"]]
         lo = [x - s for x, s in zip(acc, sd)]
         hi = [x + s for x, s in zip(acc, sd)]
-        line, = ax1.plot(ep, acc, marker=".", label=f"{name} ({a['label']})")
+        line, = ax1.plot(ep, acc, marker=".", color=colors[k % len(colors)],
+                         label=f"{name} ({a['label']})")
         ax1.fill_between(ep, lo, hi, color=line.get_color(), alpha=0.15)
         ax2.plot(wall, acc, marker=".", color=line.get_color(), label=name)
         ax2.fill_between(wall, lo, hi, color=line.get_color(), alpha=0.15)
