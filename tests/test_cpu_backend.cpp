@@ -215,16 +215,6 @@ void expect_gram_close(const Vec& K, const DVec& Kref, const DVec& Kabs, int N, 
         }
 }
 
-TEST_F(CpuBackend, TableIsComplete) {
-    EXPECT_STREQ(ops->name, "cpu");
-    EXPECT_TRUE(ops->create && ops->destroy && ops->alloc && ops->free && ops->upload &&
-                ops->download && ops->synchronize && ops->workspace_bytes &&
-                ops->solver_workspace_bytes && ops->check_finite && ops->layer_gram &&
-                ops->factor_solve && ops->factor_solve_batched &&
-                ops->solver_batched_workspace_bytes && ops->scatter_coefs && ops->gather_coefs &&
-                ops->summarize_coefs && ops->weighted_grad && ops->sgd_update && ops->copy);
-}
-
 // Both Gram methods (LINEAR/CONV2D) and the materialising Gram (NORM_AFFINE/GENERIC) against the
 // naive Gram, for N = 1, 7, 13, with the default budget (one chunk) and a zero budget (one output
 // channel / one sample per chunk), with and without accumulation, scale N and 1.
@@ -782,94 +772,6 @@ TEST_F(CpuBackend, FactorSolveBatchedNanWritesNoAlpha) {
               FNGD_ERROR_BACKEND);
     EXPECT_NE(std::string(err.msg).find("NaN"), std::string::npos) << err.msg;
     for (float a : alpha) EXPECT_EQ(a, 3.0f);
-}
-
-// ---- coefficient table
-// ----------------------------------------------------------------------------
-TEST_F(CpuBackend, ScatterGatherSummarize) {
-    const int nsets = 3, num_keys = 20, N = 7;
-    Vec table((size_t)num_keys * nsets, -9.0f);
-    std::vector<uint8_t> seen(num_keys, 0);
-    const int64_t ids[N] = {4, 17, 0, 9, 11, 3, 19};
-    Vec alpha = random_vec(N, 80);
-    ASSERT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 1, ids, 0, N, alpha.data(),
-                                 nullptr, &err),
-              FNGD_SUCCESS);
-    for (int i = 0; i < N; ++i) {
-        EXPECT_EQ(table[ids[i] * nsets + 1], alpha[i]);
-        EXPECT_EQ(table[ids[i] * nsets + 0], -9.0f);  // other sets untouched
-        EXPECT_EQ(seen[ids[i]], 1);
-    }
-    int nseen = 0;
-    for (uint8_t s : seen) nseen += s;
-    EXPECT_EQ(nseen, N);
-    // position keys: key_offset + i
-    Vec alpha2 = random_vec(3, 81);
-    ASSERT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 2, nullptr, 12, 3,
-                                 alpha2.data(), nullptr, &err),
-              FNGD_SUCCESS);
-    for (int i = 0; i < 3; ++i) EXPECT_EQ(table[(12 + i) * nsets + 2], alpha2[i]);
-
-    // gather set 1 for ids with some unseen (5, 12 seen only in set 2 -> seen, 6 unseen)
-    const int M = 5;
-    const int64_t gids[M] = {17, 5, 4, 12, 6};
-    const float fallback[nsets] = {0.25f, 0.5f, 0.75f};
-    int64_t count = 10;
-    Vec out(M);
-    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 1, gids, 0, M,
-                                FNGD_FALLBACK_STORED_MEAN, fallback, 2.0f, out.data(), &count, 1,
-                                nullptr, &err),
-              FNGD_SUCCESS);
-    EXPECT_EQ(out[0], 2.0f * alpha[1]);
-    EXPECT_EQ(out[1], 2.0f * 0.5f);  // unseen -> fallback[set]
-    EXPECT_EQ(out[2], 2.0f * alpha[0]);
-    EXPECT_EQ(out[3], 2.0f * -9.0f);  // seen (set 2 stored it): this set's entry is used
-    EXPECT_EQ(out[4], 2.0f * 0.5f);
-    EXPECT_EQ(count, 12);
-    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 1, gids, 0, M,
-                                FNGD_FALLBACK_UNIFORM, nullptr, 1.0f, out.data(), &count, 0,
-                                nullptr, &err),
-              FNGD_SUCCESS);
-    EXPECT_EQ(out[1], 1.0f / M);
-    EXPECT_EQ(count, 12);  // count == 0: counter untouched
-    // position keys in gather
-    ASSERT_EQ(ops->gather_coefs(ctx, table.data(), seen.data(), nsets, 2, nullptr, 12, 3,
-                                FNGD_FALLBACK_UNIFORM, nullptr, 1.0f, out.data(), &count, 1,
-                                nullptr, &err),
-              FNGD_SUCCESS);
-    for (int i = 0; i < 3; ++i) EXPECT_EQ(out[i], alpha2[i]);
-    EXPECT_EQ(count, 12);
-
-    // summarize set 1 over seen keys (includes the -9 of keys 12..14 seen via set 2)
-    fngd_coef_summary_t sum;
-    ASSERT_EQ(ops->summarize_coefs(ctx, table.data(), seen.data(), num_keys, nsets, 1, &sum,
-                                   nullptr, &err),
-              FNGD_SUCCESS);
-    double smin = 1e30, smax = -1e30, ssum = 0;
-    int64_t cnt = 0;
-    for (int k = 0; k < num_keys; ++k)
-        if (seen[k]) {
-            double v = table[k * nsets + 1];
-            smin = std::min(smin, v);
-            smax = std::max(smax, v);
-            ssum += v;
-            ++cnt;
-        }
-    EXPECT_EQ(sum.count, cnt);
-    EXPECT_EQ(sum.count, N + 3);
-    EXPECT_EQ(sum.min, smin);
-    EXPECT_EQ(sum.max, smax);
-    EXPECT_NEAR(sum.sum, ssum, 1e-12 * (std::fabs(ssum) + 1));
-    // num_keys limits the range; nothing seen -> count 0
-    ASSERT_EQ(
-        ops->summarize_coefs(ctx, table.data(), seen.data(), 0, nsets, 1, &sum, nullptr, &err),
-        FNGD_SUCCESS);
-    EXPECT_EQ(sum.count, 0);
-    EXPECT_EQ(sum.sum, 0.0);
-    // bad set index
-    EXPECT_EQ(ops->scatter_coefs(ctx, table.data(), seen.data(), nsets, 3, ids, 0, N, alpha.data(),
-                                 nullptr, &err),
-              FNGD_ERROR_INVALID_ARGUMENT);
 }
 
 // ---- update, memory, copies

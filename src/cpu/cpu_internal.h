@@ -104,17 +104,16 @@ fngd_status_t cpu_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, 
 size_t cpu_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count);
 
 fngd_status_t cpu_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
-                                int nsets, int set, const int64_t* ids, int64_t key_offset,
-                                int N, const float* alpha, fngd_stream_t stream,
+                                int nsets, const int64_t* ids, int64_t key_offset, int N,
+                                const float* alpha, int ld_alpha, fngd_stream_t stream,
                                 fngd_err_t* err);
 fngd_status_t cpu_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
-                               const uint8_t* seen, int nsets, int set, const int64_t* ids,
+                               const uint8_t* seen, int nsets, const int64_t* ids,
                                int64_t key_offset, int N, fngd_fallback_t fallback_kind,
-                               const float* fallback, float out_scale, float* out,
-                               int64_t* fallback_count, int count, fngd_stream_t stream,
-                               fngd_err_t* err);
+                               const float* fallback, float out_scale, float* out, int ld_out,
+                               int64_t* fallback_count, fngd_stream_t stream, fngd_err_t* err);
 fngd_status_t cpu_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
-                                  const uint8_t* seen, int64_t num_keys, int nsets, int set,
+                                  const uint8_t* seen, int64_t num_keys, int nsets,
                                   fngd_coef_summary_t* out, fngd_stream_t stream,
                                   fngd_err_t* err);
 

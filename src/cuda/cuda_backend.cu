@@ -43,6 +43,7 @@ static void cuda_destroy(fngd_backend_ctx_t* ctx)
     /* Pending work may still read the staging ring and scratch: finish it first. */
     cudaDeviceSynchronize();
     fngd_cuda_ids_destroy(ctx);
+    fngd_cuda_summary_destroy(ctx);
     if (ctx->scratch_dev) cudaFree(ctx->scratch_dev);
     if (ctx->scratch_host) cudaFreeHost(ctx->scratch_host);
     if (ctx->solve_host) cudaFreeHost(ctx->solve_host);

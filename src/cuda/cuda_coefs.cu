@@ -1,5 +1,6 @@
-/* Coefficient table operations: scatter (collect phase), gather with fallback counting (reuse
- * phase) and the blocking summary used for statistics and fallback means. */
+/* Coefficient table operations over every coefficient set in one call: scatter (collect
+ * phase), gather with fallback counting (reuse phase) and the blocking summary used for
+ * statistics and fallback means. */
 #include "cuda_common.h"
 #include "kernels/coef_summary.cuh"
 #include "kernels/coefs.cuh"
@@ -11,8 +12,8 @@ namespace {
 template <class Params>
 fngd_status_t launch_keyed(fngd_backend_ctx_t* ctx, Params& P,
                            cudaError_t (*launch)(const Params&, cudaStream_t), int nsets,
-                           int set, const int64_t* ids, int64_t key_offset, int N,
-                           fngd_stream_t stream, fngd_err_t* err)
+                           const int64_t* ids, int64_t key_offset, int N, fngd_stream_t stream,
+                           fngd_err_t* err)
 {
     const cudaStream_t s = fngd_cuda_stream(stream);
     fngd_cuda_device_guard dev;
@@ -20,7 +21,6 @@ fngd_status_t launch_keyed(fngd_backend_ctx_t* ctx, Params& P,
     int slot = -1;
     FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
     P.nsets = nsets;
-    P.set = set;
     P.key_offset = key_offset;
     P.n = N;
     const cudaError_t e = launch(P, s);
@@ -31,77 +31,125 @@ fngd_status_t launch_keyed(fngd_backend_ctx_t* ctx, Params& P,
 }  // namespace
 
 fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
-                                      int nsets, int set, const int64_t* ids, int64_t key_offset,
-                                      int N, const float* alpha, fngd_stream_t stream,
+                                      int nsets, const int64_t* ids, int64_t key_offset, int N,
+                                      const float* alpha, int ld_alpha, fngd_stream_t stream,
                                       fngd_err_t* err)
 {
     fngd_nvtx_range r("scatter");
-    if (N <= 0) return FNGD_SUCCESS;
+    FNGD_REQUIRE(err, table && seen && alpha && N >= 0 && nsets >= 1 && ld_alpha >= N,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "cuda scatter_coefs: bad argument (N %d, nsets %d, ld_alpha %d)", N, nsets,
+                 ld_alpha);
+    if (N == 0) return FNGD_SUCCESS;
     fngd_coef_scatter_params P;
     P.table = table;
     P.seen = seen;
     P.alpha = alpha;
-    return launch_keyed(ctx, P, fngd_launch_coef_scatter, nsets, set, ids, key_offset, N, stream,
+    P.ld_alpha = ld_alpha;
+    return launch_keyed(ctx, P, fngd_launch_coef_scatter, nsets, ids, key_offset, N, stream,
                         err);
 }
 
 fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
-                                     const uint8_t* seen, int nsets, int set, const int64_t* ids,
+                                     const uint8_t* seen, int nsets, const int64_t* ids,
                                      int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                      const float* fallback, float out_scale, float* out,
-                                     int64_t* fallback_count, int count, fngd_stream_t stream,
+                                     int ld_out, int64_t* fallback_count, fngd_stream_t stream,
                                      fngd_err_t* err)
 {
     fngd_nvtx_range r("gather");
-    if (N <= 0) return FNGD_SUCCESS;
-    FNGD_REQUIRE(err, fallback_kind == FNGD_FALLBACK_UNIFORM || fallback != NULL,
-                 FNGD_ERROR_INVALID_ARGUMENT, "stored-mean fallback needs the fallback array");
-    /* As the CPU backend: a count request without a counter is an error, not a silent skip. */
-    FNGD_REQUIRE(err, !count || fallback_count != NULL, FNGD_ERROR_INVALID_ARGUMENT,
-                 "gather_coefs: fallback counter is NULL");
+    FNGD_REQUIRE(err, table && seen && out && N >= 1 && nsets >= 1 && ld_out >= N,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "cuda gather_coefs: bad argument (N %d, nsets %d, ld_out %d)", N, nsets, ld_out);
+    FNGD_REQUIRE(err, fallback_kind != FNGD_FALLBACK_STORED_MEAN || fallback != NULL,
+                 FNGD_ERROR_INVALID_ARGUMENT, "cuda gather_coefs: stored-mean fallback is NULL");
+    FNGD_REQUIRE(err, fallback_count != NULL, FNGD_ERROR_INVALID_ARGUMENT,
+                 "cuda gather_coefs: fallback counter is NULL");
     fngd_coef_gather_params P;
     P.table = table;
     P.seen = seen;
-    P.uniform = fallback_kind == FNGD_FALLBACK_UNIFORM;
+    P.uniform = fallback_kind != FNGD_FALLBACK_STORED_MEAN;
     P.fallback = fallback;
     P.out_scale = out_scale;
     P.out = out;
-    P.fallback_count = count ? fallback_count : NULL;
-    return launch_keyed(ctx, P, fngd_launch_coef_gather, nsets, set, ids, key_offset, N, stream,
+    P.ld_out = ld_out;
+    P.fallback_count = fallback_count;
+    return launch_keyed(ctx, P, fngd_launch_coef_gather, nsets, ids, key_offset, N, stream,
                         err);
+}
+
+/* The summary buffers for nsets sets of blocks_per_set partials each (grown, never shrunk). */
+static fngd_status_t reserve_summary(fngd_backend_ctx_t* ctx, int nsets, int blocks_per_set,
+                                     fngd_err_t* err)
+{
+    const size_t items = (size_t)nsets * ((size_t)blocks_per_set + 1);
+    if (items > ctx->summary_items) {
+        fngd_coef_summary_item* d = NULL;
+        FNGD_CUDA_TRY(err, cudaMalloc((void**)&d, items * sizeof(*d)));
+        if (ctx->summary_dev) cudaFree(ctx->summary_dev);
+        ctx->summary_dev = d;
+        ctx->summary_items = items;
+    }
+    if (nsets > ctx->summary_sets) {
+        fngd_coef_summary_item* h = NULL;
+        FNGD_CUDA_TRY(err, cudaMallocHost((void**)&h, (size_t)nsets * sizeof(*h)));
+        if (ctx->summary_host) cudaFreeHost(ctx->summary_host);
+        ctx->summary_host = h;
+        ctx->summary_sets = nsets;
+    }
+    return FNGD_SUCCESS;
+}
+
+void fngd_cuda_summary_destroy(fngd_backend_ctx_t* ctx)
+{
+    if (ctx->summary_dev) cudaFree(ctx->summary_dev);
+    if (ctx->summary_host) cudaFreeHost(ctx->summary_host);
+    ctx->summary_dev = NULL;
+    ctx->summary_host = NULL;
+    ctx->summary_items = 0;
+    ctx->summary_sets = 0;
 }
 
 fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                         const uint8_t* seen, int64_t num_keys, int nsets,
-                                        int set, fngd_coef_summary_t* out, fngd_stream_t stream,
+                                        fngd_coef_summary_t* out, fngd_stream_t stream,
                                         fngd_err_t* err)
 {
-    fngd_nvtx_range r("check");
+    fngd_nvtx_range r("summary");
+    FNGD_REQUIRE(err, table && seen && out && num_keys >= 0 && nsets >= 1,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "cuda summarize_coefs: bad argument (num_keys %lld, nsets %d)",
+                 (long long)num_keys, nsets);
     const cudaStream_t s = fngd_cuda_stream(stream);
     fngd_cuda_device_guard dev;
     FNGD_TRY(dev.enter(ctx->device, err));
+    /* About FNGD_CUDA_SUMMARY_BLOCKS blocks in all (enough to fill the GPU), at least one per
+     * set, never more per set than its keys need. */
+    int64_t per_set = (num_keys + 255) / 256;
+    const int64_t share = FNGD_CUDA_SUMMARY_BLOCKS / nsets;
+    if (per_set > share) per_set = share;
+    if (per_set < 1) per_set = 1;
+    FNGD_TRY(reserve_summary(ctx, nsets, (int)per_set, err));
     fngd_coef_summary_params P;
     P.table = table;
     P.seen = seen;
-    P.num_keys = num_keys > 0 ? num_keys : 0;
+    P.num_keys = num_keys;
     P.nsets = nsets;
-    P.set = set;
-    P.partials = ctx->scratch_dev->partials;
-    /* Enough blocks to fill the GPU, never more than the partial array holds. */
-    int64_t blocks = (P.num_keys + 255) / 256;
-    if (blocks > FNGD_CUDA_SUMMARY_BLOCKS) blocks = FNGD_CUDA_SUMMARY_BLOCKS;
-    if (blocks < 1) blocks = 1;
-    P.blocks = (int)blocks;
-    P.result = &ctx->scratch_dev->total;
+    P.blocks_per_set = (int)per_set;
+    P.result = ctx->summary_dev;
+    P.partials = ctx->summary_dev + nsets;
     FNGD_CUDA_TRY(err, fngd_launch_coef_summary(P, s));
-    FNGD_CUDA_TRY(err, cudaMemcpyAsync(&ctx->scratch_host->total, P.result,
-                                       sizeof(fngd_coef_summary_item), cudaMemcpyDeviceToHost, s));
+    FNGD_CUDA_TRY(err, cudaMemcpyAsync(ctx->summary_host, P.result,
+                                       (size_t)nsets * sizeof(fngd_coef_summary_item),
+                                       cudaMemcpyDeviceToHost, s));
     FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
-    const fngd_coef_summary_item t = ctx->scratch_host->total;
-    out->count = t.count;
-    out->sum = t.sum;
-    /* An empty set reports zeros rather than +-Inf sentinels. */
-    out->min = t.count ? t.min : 0.0;
-    out->max = t.count ? t.max : 0.0;
+    for (int set = 0; set < nsets; ++set) {
+        const fngd_coef_summary_item& t = ctx->summary_host[set];
+        out[set].count = t.count;
+        out[set].sum = t.sum;
+        /* An empty set reports zeros rather than +-Inf sentinels. */
+        out[set].min = t.count ? t.min : 0.0;
+        out[set].max = t.count ? t.max : 0.0;
+    }
     return FNGD_SUCCESS;
 }

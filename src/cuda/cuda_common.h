@@ -18,14 +18,13 @@
 /* cuBLAS workspace: 32 MiB is what NVIDIA recommends for Hopper. */
 #define FNGD_CUDA_BLAS_WS_BYTES ((size_t)32 << 20)
 
-/* Results of the blocking reductions, read back through pinned memory. */
-#define FNGD_CUDA_SUMMARY_BLOCKS 256
+/* Result of check_finite, read back through pinned memory. */
 struct fngd_cuda_scratch {
     int nonfinite;
     int pad_;
-    struct fngd_coef_summary_item total;
-    struct fngd_coef_summary_item partials[FNGD_CUDA_SUMMARY_BLOCKS];
 };
+/* summarize_coefs: at most this many partial blocks per set, and about this many in all. */
+#define FNGD_CUDA_SUMMARY_BLOCKS 256
 
 /* Status of factor_solve, written on the device (in the solver workspace) and read back. */
 struct fngd_cuda_solve_status {
@@ -55,6 +54,12 @@ struct fngd_backend_ctx {
      * demand and kept: the batched solve is blocking, so nothing else uses it in between. */
     void* batch_host;
     size_t batch_host_bytes;
+    /* summarize_coefs' partials and per-set results (device) and the results' pinned mirror,
+     * grown on demand to the largest nsets seen and kept (the summary is blocking). */
+    struct fngd_coef_summary_item* summary_dev;
+    struct fngd_coef_summary_item* summary_host;
+    size_t summary_items;      /* capacity of summary_dev */
+    int summary_sets;          /* capacity of summary_host */
 
     /* Id staging: FNGD_CUDA_ID_RING ring slots plus one slot reserved for graph capture,
      * each max_batch int64 in pinned host memory and in device memory. */
@@ -63,10 +68,6 @@ struct fngd_backend_ctx {
     cudaEvent_t ring_event[FNGD_CUDA_ID_RING];
     int ring_used[FNGD_CUDA_ID_RING];  /* an event was recorded for the slot */
     int ring_next;
-    /* The last staged slot, reused while the same ids arrive on the same stream. */
-    int cached_slot;
-    int cached_n;
-    cudaStream_t cached_stream;
 };
 
 static inline cudaStream_t fngd_cuda_stream(fngd_stream_t s)
@@ -171,19 +172,20 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
                                       float scale, float* out_w, float* out_b, void* ws,
                                       size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
 fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
-                                      int nsets, int set, const int64_t* ids, int64_t key_offset,
-                                      int N, const float* alpha, fngd_stream_t stream,
+                                      int nsets, const int64_t* ids, int64_t key_offset, int N,
+                                      const float* alpha, int ld_alpha, fngd_stream_t stream,
                                       fngd_err_t* err);
 fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
-                                     const uint8_t* seen, int nsets, int set, const int64_t* ids,
+                                     const uint8_t* seen, int nsets, const int64_t* ids,
                                      int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                      const float* fallback, float out_scale, float* out,
-                                     int64_t* fallback_count, int count, fngd_stream_t stream,
+                                     int ld_out, int64_t* fallback_count, fngd_stream_t stream,
                                      fngd_err_t* err);
 fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                         const uint8_t* seen, int64_t num_keys, int nsets,
-                                        int set, fngd_coef_summary_t* out, fngd_stream_t stream,
+                                        fngd_coef_summary_t* out, fngd_stream_t stream,
                                         fngd_err_t* err);
+void fngd_cuda_summary_destroy(fngd_backend_ctx_t* ctx);
 fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
                                      int count, int* nonfinite, fngd_stream_t stream,
                                      fngd_err_t* err);

@@ -5,10 +5,8 @@
  * on the caller's stream; after the consuming kernel is enqueued, fngd_cuda_release_ids
  * records the slot's event, so the event completes once both the copy and its reader are done.
  * A slot is rewritten only after that: if its event is still pending we wait on that event
- * alone (cudaEventSynchronize), which is not a stream synchronisation. Successive calls with
- * the same ids on the same stream handle (one gather per coefficient set in a step) reuse the
- * slot; such a hit makes the stream wait on the slot's event, so it stays ordered after the
- * copy even when the handle value now names a different stream.
+ * alone (cudaEventSynchronize), which is not a stream synchronisation. A step stages its ids
+ * once: scatter and gather serve every coefficient set in one call.
  *
  * CUDA graph capture: while `stream` is capturing, ids go through one extra slot reserved for
  * capture (no event is queried or recorded, as that is illegal inside a capture). The captured
@@ -28,7 +26,6 @@ fngd_status_t fngd_cuda_ids_create(fngd_backend_ctx_t* ctx, fngd_err_t* err)
     FNGD_CUDA_TRY(err, cudaMalloc((void**)&ctx->ids_dev, bytes));
     for (int k = 0; k < FNGD_CUDA_ID_RING; ++k)
         FNGD_CUDA_TRY(err, cudaEventCreateWithFlags(&ctx->ring_event[k], cudaEventDisableTiming));
-    ctx->cached_slot = -1;
     return FNGD_SUCCESS;
 }
 
@@ -62,22 +59,6 @@ fngd_status_t fngd_cuda_stage_ids(fngd_backend_ctx_t* ctx, const int64_t* ids, i
         return FNGD_SUCCESS;
     }
 
-    const int c = ctx->cached_slot;
-    if (c >= 0 && ctx->cached_n == N && ctx->cached_stream == stream &&
-        memcmp(ctx->ids_host + (size_t)c * ctx->max_batch, ids, bytes) == 0) {
-        /* Equal handles need not be the same stream: the caller may have destroyed the
-         * stream that staged the slot and been given its handle value again for a new one,
-         * which is not ordered after the old copy. Waiting on the slot's event (recorded
-         * after the copy's last reader) restores that order; on the same stream it is a
-         * no-op for the device. Only reached outside capture (capturing calls returned
-         * above), so the wait never joins a capture to an event recorded outside it. An
-         * event not yet recorded (ring_used 0) is complete, and the wait passes. */
-        FNGD_CUDA_TRY(err, cudaStreamWaitEvent(stream, ctx->ring_event[c], 0));
-        *ids_dev = ctx->ids_dev + (size_t)c * ctx->max_batch;
-        *slot = c;
-        return FNGD_SUCCESS;
-    }
-
     const int k = ctx->ring_next;
     if (ctx->ring_used[k]) {
         const cudaError_t q = cudaEventQuery(ctx->ring_event[k]);
@@ -90,12 +71,8 @@ fngd_status_t fngd_cuda_stage_ids(fngd_backend_ctx_t* ctx, const int64_t* ids, i
     int64_t* h = ctx->ids_host + (size_t)k * ctx->max_batch;
     int64_t* d = ctx->ids_dev + (size_t)k * ctx->max_batch;
     memcpy(h, ids, bytes);
-    ctx->cached_slot = -1; /* the slot's old contents are gone */
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
     ctx->ring_next = (k + 1) % FNGD_CUDA_ID_RING;
-    ctx->cached_slot = k;
-    ctx->cached_n = N;
-    ctx->cached_stream = stream;
     *ids_dev = d;
     *slot = k;
     return FNGD_SUCCESS;

@@ -37,7 +37,8 @@ typedef struct fngd_array_ref {
     size_t n;
 } fngd_array_ref_t;
 
-/* Coefficient-table statistics over the stored keys of one set (host struct). */
+/* Coefficient-table statistics over the stored keys of one set (host struct; summarize_coefs
+ * writes one per set). */
 typedef struct fngd_coef_summary {
     int64_t count;
     double min, max, sum;
@@ -110,25 +111,32 @@ typedef struct fngd_backend_ops {
                                           fngd_err_t* err);
     size_t (*solver_batched_workspace_bytes)(fngd_backend_ctx_t* ctx, int N, int count);
 
-    /* Per-sample keys: key_i = ids ? ids[i] : key_offset + i (ids: host memory, validated).
-     * scatter: table[key_i * nsets + set] = alpha[i]; seen[key_i] = 1. */
+    /* The coefficient table, all nsets sets of a batch in one call. Per-sample keys:
+     * key_i = ids ? ids[i] : key_offset + i (ids: host memory, validated: in range, distinct).
+     * Table layout key-major: table[key * nsets + set]; seen[key] != 0 once the key is stored.
+     * scatter: for every set s and i < N, table[key_i * nsets + s] = alpha[s * ld_alpha + i];
+     * seen[key_i] = 1. ld_alpha >= N. */
     fngd_status_t (*scatter_coefs)(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
-                                   int nsets, int set, const int64_t* ids, int64_t key_offset,
-                                   int N, const float* alpha, fngd_stream_t stream,
+                                   int nsets, const int64_t* ids, int64_t key_offset, int N,
+                                   const float* alpha, int ld_alpha, fngd_stream_t stream,
                                    fngd_err_t* err);
-    /* gather: out[i] = out_scale * (seen[key_i] ? table[key_i * nsets + set] : fallback_value
-     * where fallback_value = fallback[set] for STORED_MEAN or 1/N for UNIFORM);
-     * *fallback_count (backend memory, int64) += number of unseen keys when count != 0. */
+    /* gather: for every set s and i < N, out[s * ld_out + i] = out_scale *
+     * (seen[key_i] ? table[key_i * nsets + s] : fallback_value(s)), fallback_value(s) =
+     * fallback[s] (STORED_MEAN, nsets floats of backend memory) or 1/N (UNIFORM);
+     * *fallback_count (backend memory, int64, required) += the number of unseen keys (once per
+     * key, not per set). ld_out >= N. */
     fngd_status_t (*gather_coefs)(fngd_backend_ctx_t* ctx, const float* table,
-                                  const uint8_t* seen, int nsets, int set, const int64_t* ids,
+                                  const uint8_t* seen, int nsets, const int64_t* ids,
                                   int64_t key_offset, int N, fngd_fallback_t fallback_kind,
-                                  const float* fallback, float out_scale, float* out,
-                                  int64_t* fallback_count, int count, fngd_stream_t stream,
+                                  const float* fallback, float out_scale, float* out, int ld_out,
+                                  int64_t* fallback_count, fngd_stream_t stream,
                                   fngd_err_t* err);
-    /* Summary of table[key * nsets + set] over keys with seen[key] != 0, key < num_keys.
-     * Blocking (host result). */
+    /* summarize: out[s] (host array of nsets) = summary of table[key * nsets + s] over the
+     * keys < num_keys with seen[key] != 0; an empty set reports count 0 and zeros. min and max
+     * follow a sequential scan in key order (a NaN at the lowest seen key makes both NaN, a
+     * NaN later is skipped); the sum takes every value. Blocking (one synchronisation). */
     fngd_status_t (*summarize_coefs)(fngd_backend_ctx_t* ctx, const float* table,
-                                     const uint8_t* seen, int64_t num_keys, int nsets, int set,
+                                     const uint8_t* seen, int64_t num_keys, int nsets,
                                      fngd_coef_summary_t* out, fngd_stream_t stream,
                                      fngd_err_t* err);
 

@@ -6,23 +6,17 @@
 #include "nvtx_range.h"
 #include "step_internal.h"
 
-/* Refresh the per-set fallback means from the table (after a collect epoch). */
+/* Refresh the per-set fallback means from the table (after a collect epoch): one summary of
+ * every set (one synchronisation), one upload. */
 static fngd_status_t refresh_fallback(fngd_handle_t h, fngd_stream_t stream) {
-    float means[64];
-    float* host = h->nsets <= 64 ? means : fngd_host_alloc((size_t)h->nsets * sizeof(float), 64);
-    FNGD_REQUIRE(&h->err, host, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate fallback means");
-    fngd_status_t s = FNGD_SUCCESS;
-    for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set) {
-        fngd_coef_summary_t sum;
-        s = h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen, h->cfg.num_samples,
-                                    h->nsets, set, &sum, stream, &h->err);
-        host[set] = sum.count > 0 ? (float)(sum.sum / (double)sum.count) : 0.0f;
+    FNGD_TRY(h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen, h->cfg.num_samples,
+                                     h->nsets, h->coef_summary, stream, &h->err));
+    for (int set = 0; set < h->nsets; ++set) {
+        const fngd_coef_summary_t* c = &h->coef_summary[set];
+        h->fallback_host[set] = c->count > 0 ? (float)(c->sum / (double)c->count) : 0.0f;
     }
-    if (s == FNGD_SUCCESS)
-        s = h->ops->upload(h->ctx, h->coef_fallback, host, (size_t)h->nsets * sizeof(float), stream,
-                           &h->err);
-    if (host != means) fngd_host_free(host);
-    return s;
+    return h->ops->upload(h->ctx, h->coef_fallback, h->fallback_host,
+                          (size_t)h->nsets * sizeof(float), stream, &h->err);
 }
 
 fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
@@ -61,10 +55,10 @@ fngd_status_t fngd_get_loss_weights(fngd_handle_t h, int N, const int64_t* ids, 
     FNGD_TRY(fngd_validate_ids(h, N, ids));
     h->last_stream = stream;
     fngd_nvtx_push("fngd_get_loss_weights");
-    fngd_status_t s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, 1, 0, ids,
+    fngd_status_t s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, 1, ids,
                                            fngd_key_offset(h), N, h->cfg.fallback,
-                                           h->coef_fallback, (float)N, weights,
-                                           h->fallback_count, 1, stream, err);
+                                           h->coef_fallback, (float)N, weights, N,
+                                           h->fallback_count, stream, err);
     fngd_nvtx_pop();
     FNGD_TRY(s);
     /* This is the library's part of a reuse step in this mode. */
@@ -96,18 +90,20 @@ fngd_status_t fngd_get_stats(fngd_handle_t h, fngd_stats_t* stats) {
         fngd_nvtx_push("fngd_get_stats");
         fngd_status_t s = h->ops->download(h->ctx, &out.fallback_ids, h->fallback_count,
                                            sizeof(int64_t), h->last_stream, &h->err);
+        if (s == FNGD_SUCCESS)
+            s = h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen,
+                                        h->cfg.num_samples, h->nsets, h->coef_summary,
+                                        h->last_stream, &h->err);
         double sum = 0;
         int64_t count = 0;
         for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set) {
-            fngd_coef_summary_t c;
-            s = h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen, h->cfg.num_samples,
-                                        h->nsets, set, &c, h->last_stream, &h->err);
-            if (s != FNGD_SUCCESS || c.count == 0) continue;
-            if (set == 0) out.coefs_stored = c.count;
-            out.coef_min = count == 0 || c.min < out.coef_min ? c.min : out.coef_min;
-            out.coef_max = count == 0 || c.max > out.coef_max ? c.max : out.coef_max;
-            sum += c.sum;
-            count += c.count;
+            const fngd_coef_summary_t* c = &h->coef_summary[set];
+            if (c->count == 0) continue;
+            if (set == 0) out.coefs_stored = c->count;
+            out.coef_min = count == 0 || c->min < out.coef_min ? c->min : out.coef_min;
+            out.coef_max = count == 0 || c->max > out.coef_max ? c->max : out.coef_max;
+            sum += c->sum;
+            count += c->count;
         }
         fngd_nvtx_pop();
         FNGD_TRY(s);
@@ -131,15 +127,30 @@ fngd_status_t fngd_get_coefficients(fngd_handle_t h, int set, int64_t n, const i
         FNGD_REQUIRE(err, ids[i] >= 0 && ids[i] < h->cfg.num_samples, FNGD_ERROR_INVALID_ARGUMENT,
                      "ids[%lld] = %lld is outside [0, %lld)", (long long)i, (long long)ids[i],
                      (long long)h->cfg.num_samples);
-    /* One value and one flag per id: small blocking copies, this is a diagnostic query. */
-    for (int64_t i = 0; i < n; ++i) {
-        uint8_t seen = 0;
-        float v = 0;
-        int64_t key = ids[i];
-        FNGD_TRY(h->ops->download(h->ctx, &seen, h->coef_seen + key, 1, h->last_stream, err));
-        FNGD_TRY(h->ops->download(h->ctx, &v, h->coef_table + key * h->nsets + set, sizeof v,
-                                  h->last_stream, err));
-        coefs[i] = seen ? v : NAN;
+    /* One bulk download of the table rows and seen flags of the keys lo..hi the ids span
+     * (one copy each, not two per id); only then is coefs written. */
+    int64_t lo = ids[0], hi = ids[0];
+    for (int64_t i = 1; i < n; ++i) {
+        if (ids[i] < lo) lo = ids[i];
+        if (ids[i] > hi) hi = ids[i];
     }
-    return FNGD_SUCCESS;
+    const size_t rows = (size_t)(hi - lo + 1), nsets = (size_t)h->nsets;
+    float* table = fngd_host_alloc(rows * nsets * sizeof(float), 64);
+    uint8_t* seen = fngd_host_alloc(rows, 64);
+    fngd_status_t s = FNGD_SUCCESS;
+    if (!table || !seen)
+        s = FNGD_FAIL(err, FNGD_ERROR_OUT_OF_MEMORY,
+                      "cannot allocate %zu table rows to read the coefficients", rows);
+    if (s == FNGD_SUCCESS)
+        s = h->ops->download(h->ctx, table, h->coef_table + lo * h->nsets,
+                             rows * nsets * sizeof(float), h->last_stream, err);
+    if (s == FNGD_SUCCESS)
+        s = h->ops->download(h->ctx, seen, h->coef_seen + lo, rows, h->last_stream, err);
+    for (int64_t i = 0; s == FNGD_SUCCESS && i < n; ++i) {
+        const size_t r = (size_t)(ids[i] - lo);
+        coefs[i] = seen[r] ? table[r * nsets + (size_t)set] : NAN;
+    }
+    fngd_host_free(table);
+    fngd_host_free(seen);
+    return s;
 }

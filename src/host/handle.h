@@ -55,6 +55,8 @@ struct fngd_handle {
     int64_t* id_scratch;
     double* solve_scratch;    /* host, 3 * nsets: min_shift, shift, trace of the batched solve */
     int* solve_info;          /* host, nsets: Cholesky status of the batched solve */
+    fngd_coef_summary_t* coef_summary; /* host, nsets: summarize_coefs' result */
+    float* fallback_host;     /* host, nsets: the stored means on their way to coef_fallback */
     fngd_update_tensor_t* update_list; /* host, 2 * num_layers: the multi-tensor SGD update */
     fngd_array_ref_t* check_list;      /* host, 2 * num_layers + 1: arrays to check for NaN */
 

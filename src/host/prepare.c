@@ -70,6 +70,8 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     fngd_host_free(h->id_scratch);
     fngd_host_free(h->solve_scratch);
     fngd_host_free(h->solve_info);
+    fngd_host_free(h->coef_summary);
+    fngd_host_free(h->fallback_host);
     fngd_host_free(h->update_list);
     fngd_host_free(h->check_list);
     fngd_host_free(h->small_layers);
@@ -82,6 +84,8 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     h->id_scratch = NULL;
     h->solve_scratch = NULL;
     h->solve_info = NULL;
+    h->coef_summary = NULL;
+    h->fallback_host = NULL;
     h->prepared = 0;
 }
 
@@ -179,8 +183,10 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
     h->check_list = h->update_list ? fngd_host_alloc((2 * (size_t)h->num_layers + 1) *
                                                          sizeof(fngd_array_ref_t), 64)
                                    : NULL;
+    h->coef_summary = fngd_host_alloc(nsets * sizeof(fngd_coef_summary_t), 64);
+    h->fallback_host = fngd_host_alloc(nsets * sizeof(float), 64);
     if (!h->id_scratch || !h->solve_scratch || !h->solve_info || !h->update_list ||
-        !h->check_list) {
+        !h->check_list || !h->coef_summary || !h->fallback_host) {
         s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
         goto cleanup;
     }

@@ -102,26 +102,20 @@ static fngd_status_t solve_small_layers_store(fngd_handle_t h, int N, fngd_strea
     return FNGD_SUCCESS;
 }
 
-/* Reuse phase: gather the stored coefficients of every set into h->alpha. */
+/* Reuse phase: the stored coefficients of every set into h->alpha, in one backend call. */
 static fngd_status_t gather_coefficients(fngd_handle_t h, int N, const int64_t* ids,
                                          fngd_stream_t stream) {
-    fngd_status_t s = FNGD_SUCCESS;
-    for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set)
-        s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, set, ids,
-                                 fngd_key_offset(h), N, h->cfg.fallback, h->coef_fallback, 1.0f,
-                                 h->alpha + (size_t)set * h->cfg.max_batch, h->fallback_count,
-                                 set == 0, stream, &h->err);
-    return s;
+    return h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, ids,
+                                fngd_key_offset(h), N, h->cfg.fallback, h->coef_fallback, 1.0f,
+                                h->alpha, h->cfg.max_batch, h->fallback_count, stream, &h->err);
 }
 
+/* Collect phase: this step's coefficients of every set into the table, in one backend call. */
 static fngd_status_t store_coefficients(fngd_handle_t h, int N, const int64_t* ids,
                                         fngd_stream_t stream) {
-    fngd_status_t s = FNGD_SUCCESS;
-    for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set)
-        s = h->ops->scatter_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, set, ids,
-                                  fngd_key_offset(h), N,
-                                  h->alpha + (size_t)set * h->cfg.max_batch, stream, &h->err);
-    return s;
+    return h->ops->scatter_coefs(h->ctx, h->coef_table, h->coef_seen, h->nsets, ids,
+                                 fngd_key_offset(h), N, h->alpha, h->cfg.max_batch, stream,
+                                 &h->err);
 }
 
 /* Where layer l's direction goes: its grad buffers (WRITE_GRAD) or its direction scratch

@@ -45,43 +45,51 @@ __device__ static inline fngd_coef_summary_item empty_item()
 
 static __global__ void summary_partial_kernel(fngd_coef_summary_params P)
 {
-    fngd_coef_summary_item v = empty_item();
-    for (int64_t k = blockIdx.x * (int64_t)THREADS + threadIdx.x; k < P.num_keys;
-         k += (int64_t)gridDim.x * THREADS) {
-        if (P.seen[k]) {
-            const double x = P.table[k * P.nsets + P.set];
-            if (v.count == 0) { /* keys rise along a thread's stride: this is its lowest */
-                v.first_key = k;
-                v.first = x;
+    /* gridDim.y is capped at 65535: a block row serves every gridDim.y-th set. The loop
+     * bound is the same for the whole block, so block_combine's barriers are uniform. */
+    for (int set = blockIdx.y; set < P.nsets; set += gridDim.y) {
+        fngd_coef_summary_item v = empty_item();
+        for (int64_t k = blockIdx.x * (int64_t)THREADS + threadIdx.x; k < P.num_keys;
+             k += (int64_t)gridDim.x * THREADS) {
+            if (P.seen[k]) {
+                const double x = P.table[k * P.nsets + set];
+                if (v.count == 0) { /* keys rise along a thread's stride: this is its lowest */
+                    v.first_key = k;
+                    v.first = x;
+                }
+                v.count += 1;
+                v.min = fmin(v.min, x);
+                v.max = fmax(v.max, x);
+                v.sum += x;
             }
-            v.count += 1;
-            v.min = fmin(v.min, x);
-            v.max = fmax(v.max, x);
-            v.sum += x;
         }
+        const fngd_coef_summary_item b = block_combine(v);
+        if (threadIdx.x == 0) P.partials[(int64_t)set * P.blocks_per_set + blockIdx.x] = b;
+        __syncthreads(); /* the shared array is reused by the next set */
     }
-    const fngd_coef_summary_item b = block_combine(v);
-    if (threadIdx.x == 0) P.partials[blockIdx.x] = b;
 }
 
 static __global__ void summary_final_kernel(fngd_coef_summary_params P)
 {
+    const int set = blockIdx.x;
+    const fngd_coef_summary_item* part = P.partials + (int64_t)set * P.blocks_per_set;
     fngd_coef_summary_item v = empty_item();
-    for (int b = threadIdx.x; b < P.blocks; b += THREADS) combine(v, P.partials[b]);
+    for (int b = threadIdx.x; b < P.blocks_per_set; b += THREADS) combine(v, part[b]);
     fngd_coef_summary_item t = block_combine(v);
     if (threadIdx.x == 0) {
         /* The CPU loop's min and max start at the lowest key's value and a NaN there sticks. */
         if (t.count > 0 && isnan(t.first)) t.min = t.max = t.first;
-        *P.result = t;
+        P.result[set] = t;
     }
 }
 
 cudaError_t fngd_launch_coef_summary(const fngd_coef_summary_params& P, cudaStream_t stream)
 {
-    if (P.blocks <= 0) return cudaErrorInvalidValue;
-    summary_partial_kernel<<<P.blocks, THREADS, 0, stream>>>(P);
+    if (P.blocks_per_set <= 0 || P.nsets <= 0) return cudaErrorInvalidValue;
+    const unsigned rows = P.nsets < 65535 ? (unsigned)P.nsets : 65535u;
+    summary_partial_kernel<<<dim3((unsigned)P.blocks_per_set, rows), THREADS, 0, stream>>>(P);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    summary_final_kernel<<<1, THREADS, 0, stream>>>(P);
+    summary_final_kernel<<<P.nsets, THREADS, 0, stream>>>(P);
     return cudaGetLastError();
 }

@@ -1,5 +1,6 @@
-/* Count, min, max and sum of table[key * nsets + set] over keys < num_keys with seen[key] != 0:
- * a fixed grid writes one partial per block, then a single block combines them (two passes,
+/* Count, min, max and sum of table[key * nsets + set] over keys < num_keys with seen[key] != 0,
+ * for every set at once: a grid of blocks_per_set x nsets blocks writes one partial per block
+ * (blockIdx.y is the set), then one block per set combines that set's partials (two passes,
  * deterministic, no workspace beyond the partial array).
  *
  * NaN follows the CPU backend's sequential loop (src/cpu/cpu_coefs.c), which starts min and max
@@ -25,10 +26,10 @@ struct fngd_coef_summary_params {
     const float* table;
     const uint8_t* seen;
     int64_t num_keys;
-    int nsets, set;
-    fngd_coef_summary_item* partials; /* `blocks` entries */
-    int blocks;
-    fngd_coef_summary_item* result;
+    int nsets;
+    fngd_coef_summary_item* partials; /* nsets * blocks_per_set entries, set-major */
+    int blocks_per_set;
+    fngd_coef_summary_item* result;   /* nsets entries */
 };
 
 cudaError_t fngd_launch_coef_summary(const fngd_coef_summary_params& P, cudaStream_t stream);

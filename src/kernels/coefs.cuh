@@ -1,6 +1,9 @@
-/* Coefficient table scatter (collect phase) and gather (reuse phase). Keys: ids[i] when ids is
- * a device array, else key_offset + i. Table layout: table[key * nsets + set].
- * Gather counts unseen keys into *fallback_count (device int64) with one atomicAdd per block. */
+/* Coefficient table scatter (collect phase) and gather (reuse phase) of every coefficient set
+ * in one launch. Keys: ids[i] when ids is a device array, else key_offset + i. Table layout
+ * key-major: table[key * nsets + set]; one thread per (sample, set) pair, set fastest, so the
+ * threads of a warp touch consecutive table entries. alpha / out: set s at s * ld + i.
+ * Gather counts unseen keys (once per key) into *fallback_count (device int64) with one
+ * atomicAdd per block. */
 #ifndef FNGD_KERNELS_COEFS_CUH
 #define FNGD_KERNELS_COEFS_CUH
 
@@ -10,17 +13,18 @@
 struct fngd_coef_scatter_params {
     float* table;
     uint8_t* seen;
-    int nsets, set;
+    int nsets;
     const int64_t* ids; /* device, or NULL */
     int64_t key_offset;
     int n;
     const float* alpha;
+    int ld_alpha;
 };
 
 struct fngd_coef_gather_params {
     const float* table;
     const uint8_t* seen;
-    int nsets, set;
+    int nsets;
     const int64_t* ids; /* device, or NULL */
     int64_t key_offset;
     int n;
@@ -28,7 +32,8 @@ struct fngd_coef_gather_params {
     const float* fallback;/* device, nsets floats (stored means) */
     float out_scale;
     float* out;
-    int64_t* fallback_count; /* device, may be NULL */
+    int ld_out;
+    int64_t* fallback_count; /* device */
 };
 
 cudaError_t fngd_launch_coef_scatter(const fngd_coef_scatter_params& P, cudaStream_t stream);

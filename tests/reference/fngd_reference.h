@@ -75,6 +75,22 @@ int fngd_ref_cholesky_solve(double* A, int64_t n, double* b);
 void fngd_ref_sgd(double* param, const double* dir, double* mom, int64_t n, double lr,
                   double momentum, double weight_decay);
 
+/* The coefficient table from its definition (src/host/backend.h), one key and one set at a
+ * time. Keys: key_i = ids ? ids[i] : key_offset + i; table[key * nsets + set].
+ * scatter: table[key_i * nsets + s] = alpha[s * ld + i] for every set s; seen[key_i] = 1.
+ * gather: out[s * ld + i] = out_scale * (seen[key_i] ? table[...] : uniform ? 1/N :
+ * fallback[s]); returns the number of unseen keys (once per key).
+ * summary of set s over seen keys < num_keys: count, and min/max/sum of the values in double
+ * as a scan in key order (min/max start at the first seen value and move on a strict
+ * comparison); a set with no seen key gives zeros. */
+void fngd_ref_scatter(float* table, uint8_t* seen, int nsets, const int64_t* ids,
+                      int64_t key_offset, int N, const float* alpha, int ld);
+int64_t fngd_ref_gather(const float* table, const uint8_t* seen, int nsets, const int64_t* ids,
+                        int64_t key_offset, int N, int uniform, const float* fallback,
+                        float out_scale, float* out, int ld);
+void fngd_ref_summary(const float* table, const uint8_t* seen, int64_t num_keys, int nsets,
+                      int set, int64_t* count, double* min, double* max, double* sum);
+
 #ifdef __cplusplus
 }
 #endif
