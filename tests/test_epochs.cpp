@@ -2,6 +2,8 @@
 // recompute every R epochs, fallback for unseen ids, position keys, the damping retry path,
 // global-mode loss weights, the library's SGD update and the stats counters.
 #include "alloc.h"
+#include "epoch.h"
+#include "state_format.h"
 #include "test_util.h"
 
 using namespace fngd_test;
@@ -440,6 +442,69 @@ TEST(Epochs, ApplySgdFollowsReference) {
                 << "after epoch " << epoch;
         }
     }
+}
+
+// One phase rule (fngd_epoch_phase) for a new handle, every fngd_end_epoch and a loaded state:
+// collect in epoch 0 and every multiple of R > 0, reuse otherwise. The checkpoint still carries
+// the have_collected word of format 1, now derived: 1 exactly when epoch > 0.
+TEST(Epochs, PhaseFollowsOneRuleAcrossCreateEndEpochAndLoad) {
+    const int N = 3;
+    Rng rng(850);
+    for (int R : {0, 1, 2, 3}) {
+        SCOPED_TRACE("recompute_every " + std::to_string(R));
+        fngd_config_t cfg = base_config(N, N);
+        cfg.recompute_every = R;
+        const fngd_phase_t want[] = {FNGD_PHASE_COLLECT,
+                                     R == 1 ? FNGD_PHASE_COLLECT : FNGD_PHASE_REUSE,
+                                     R == 1 || R == 2 ? FNGD_PHASE_COLLECT : FNGD_PHASE_REUSE,
+                                     R == 1 || R == 3 ? FNGD_PHASE_COLLECT : FNGD_PHASE_REUSE,
+                                     R == 1 || R == 2 ? FNGD_PHASE_COLLECT : FNGD_PHASE_REUSE};
+        Model m;
+        m.add(fngd_linear_desc(3, 2, 1));
+        Handle h;
+        ASSERT_TRUE(make_handle(cfg, m, h));
+        const std::vector<int64_t> ids = iota_ids(N);
+        for (int epoch = 0; epoch < 5; ++epoch) {
+            ASSERT_EQ(want[epoch], fngd_epoch_phase(&cfg, epoch)) << "epoch " << epoch;
+            ASSERT_EQ(want[epoch], get_stats(h).phase) << "epoch " << epoch;
+            m.randomize(rng, N);
+            ASSERT_TRUE(step_ok(h, m, N, ids.data()));
+            ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(h, nullptr));
+            // The image of epoch + 1: its derived collected flag, and a fresh handle that loads
+            // it sits in the same epoch and phase.
+            size_t bytes = 0;
+            ASSERT_EQ(FNGD_SUCCESS, fngd_state_size(h, &bytes));
+            std::vector<uint8_t> img(bytes);
+            ASSERT_EQ(FNGD_SUCCESS, fngd_save_state(h, img.data(), bytes, nullptr));
+            const size_t counters = FNGD_STATE_PREAMBLE_BYTES + FNGD_STATE_CONFIG_BYTES +
+                                    FNGD_STATE_LAYER_BYTES + FNGD_STATE_SECTION_HEADER_BYTES;
+            EXPECT_EQ((uint32_t)(epoch + 1), fngd_load_u32(img.data() + counters));
+            EXPECT_EQ(1u, fngd_load_u32(img.data() + counters + 48)) << "have_collected";
+            Model m2;
+            m2.add(fngd_linear_desc(3, 2, 1));
+            Handle h2;
+            ASSERT_TRUE(make_handle(cfg, m2, h2));
+            ASSERT_EQ(FNGD_SUCCESS, fngd_load_state(h2, img.data(), bytes))
+                << fngd_get_last_error(h2);
+            EXPECT_EQ(epoch + 1, get_stats(h2).epoch);
+            EXPECT_EQ(fngd_epoch_phase(&cfg, epoch + 1), get_stats(h2).phase);
+        }
+    }
+    // A fresh handle's image: epoch 0, collect, have_collected 0.
+    fngd_config_t cfg = base_config(N, N);
+    Model m;
+    m.add(fngd_linear_desc(3, 2, 1));
+    Handle h;
+    ASSERT_TRUE(make_handle(cfg, m, h));
+    size_t bytes = 0;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_state_size(h, &bytes));
+    std::vector<uint8_t> img(bytes);
+    ASSERT_EQ(FNGD_SUCCESS, fngd_save_state(h, img.data(), bytes, nullptr));
+    const size_t counters = FNGD_STATE_PREAMBLE_BYTES + FNGD_STATE_CONFIG_BYTES +
+                            FNGD_STATE_LAYER_BYTES + FNGD_STATE_SECTION_HEADER_BYTES;
+    EXPECT_EQ(0u, fngd_load_u32(img.data() + counters));
+    EXPECT_EQ((uint32_t)FNGD_PHASE_COLLECT, fngd_load_u32(img.data() + counters + 4));
+    EXPECT_EQ(0u, fngd_load_u32(img.data() + counters + 48)) << "have_collected";
 }
 
 // The stats fields after collect and reuse steps, against what the test knows.

@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "epoch.h"
 #include "handle.h"
 #include "nvtx_range.h"
+#include "prepare.h"
 
 /* Failures of calls that have no handle to record them in (fngd_create, NULL handles). */
 static _Thread_local fngd_err_t g_thread_err;
@@ -202,7 +204,7 @@ fngd_status_t fngd_create(const fngd_config_t* config, fngd_handle_t* handle) {
     h->cfg = full;
     h->ops = ops;
     h->last_step_scale = 1.0;
-    h->counters.phase = FNGD_PHASE_COLLECT;
+    h->counters.phase = fngd_epoch_phase(&h->cfg, 0);
     FNGD_TRY_GOTO(s, ops->create(&h->cfg, &h->ctx, err));
     *handle = h;
     h = NULL;
@@ -211,8 +213,6 @@ cleanup:
     fngd_nvtx_pop();
     return s;
 }
-
-void fngd_release_backend_memory(fngd_handle_t h); /* prepare.c */
 
 fngd_status_t fngd_destroy(fngd_handle_t handle) {
     if (!handle) return FNGD_SUCCESS;

@@ -22,7 +22,6 @@ typedef struct fngd_counters {
     int64_t factorizations;
     int64_t damping_retries;
     int64_t rejected_steps;
-    int have_collected;       /* a collect epoch has finished: the table may be reused */
     double last_damping;
 } fngd_counters_t;
 

@@ -2,6 +2,7 @@
 #include "alloc.h"
 #include "handle.h"
 #include "nvtx_range.h"
+#include "prepare.h"
 
 static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 

@@ -39,7 +39,8 @@
  *   sections, in this order, each: u32 id, u32 element bytes, u64 element count, payload
  *     COUNTERS  element 1 byte,  FNGD_STATE_COUNTERS_BYTES: i32 epoch, u32 phase,
  *               i64 steps_total, i64 steps_in_epoch, i64 factorizations, i64 damping_retries,
- *               i64 rejected_steps, u32 have_collected, f64 last_damping, i64 fallback_ids
+ *               i64 rejected_steps, u32 have_collected (= epoch > 0: written derived, a
+ *               load checks it), f64 last_damping, i64 fallback_ids
  *     COEF_TABLE   f32 x num_samples * nsets   (key-major: table[key * nsets + set])
  *     COEF_SEEN    u8  x num_samples           (0 or 1)
  *     FALLBACK     f32 x nsets                 (stored mean per coefficient set)

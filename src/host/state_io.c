@@ -8,8 +8,8 @@
 #include "alloc.h"
 #include "crc32.h"
 #include "nvtx_range.h"
+#include "epoch.h"
 #include "state_io.h"
-#include "step_internal.h"
 
 /* Sizes of one handle's image. */
 typedef struct state_plan {
@@ -170,7 +170,7 @@ static fngd_status_t put_sections(fngd_handle_t h, fngd_wcursor_t* w, const stat
     fngd_w_i64(w, k->factorizations);
     fngd_w_i64(w, k->damping_retries);
     fngd_w_i64(w, k->rejected_steps);
-    fngd_w_u32(w, (uint32_t)k->have_collected);
+    fngd_w_u32(w, (uint32_t)(k->epoch > 0)); /* have_collected, derived: epoch 0 collects */
     fngd_w_f64(w, k->last_damping);
     fngd_w_i64(w, fallback_ids);
 
@@ -402,10 +402,8 @@ static fngd_status_t decode_counters(fngd_handle_t h, const uint8_t* b, decoded_
     d->fallback_ids = fngd_r_i64(&r);
     if (!r.ok || r.left != 0) return CORRUPT("state counters section has the wrong size");
     /* The epoch fixes the phase and whether a collect epoch has finished (fngd_end_epoch). */
-    int R = h->cfg.recompute_every;
-    uint32_t want_phase = (k->epoch == 0 || (R > 0 && k->epoch % R == 0)) ? FNGD_PHASE_COLLECT
-                                                                          : FNGD_PHASE_REUSE;
-    if (k->epoch < 0 || phase != want_phase || have_collected != (uint32_t)(k->epoch > 0))
+    if (k->epoch < 0 || phase != (uint32_t)fngd_epoch_phase(&h->cfg, k->epoch) ||
+        have_collected != (uint32_t)(k->epoch > 0))
         return CORRUPT("state counters are inconsistent (epoch %d, phase %u, collected %u)",
                        k->epoch, (unsigned)phase, (unsigned)have_collected);
     if (k->steps_total < 0 || k->steps_in_epoch < 0 || k->steps_in_epoch > k->steps_total ||
@@ -413,7 +411,6 @@ static fngd_status_t decode_counters(fngd_handle_t h, const uint8_t* b, decoded_
         d->fallback_ids < 0 || !isfinite(k->last_damping) || k->last_damping < 0)
         return CORRUPT("state counters are out of range");
     k->phase = (fngd_phase_t)phase;
-    k->have_collected = (int)have_collected;
     return FNGD_SUCCESS;
 }
 

@@ -1,11 +1,14 @@
 /* fngd_step: the collect phase (Gram, damped Cholesky, solve, store) and the reuse phase
- * (gather stored coefficients), both ending in the weighted reduction per layer. Phase NVTX
+ * (gather stored coefficients), both ending in the weighted reduction per layer; and
+ * fngd_get_loss_weights, the whole library part of a global-mode reuse step. Phase NVTX
  * ranges (gram, factor, solve, gather, scatter, reduce, update) are the backend's; the host
  * marks only the public entry points. */
 #include <math.h>
 
 #include "nvtx_range.h"
-#include "step_internal.h"
+#include "epoch.h"
+#include "prepare.h"
+#include "validate.h"
 
 /* A damped Gram whose Cholesky failed (info > 0 with diagonal `shift`): grow the shift
  * geometrically (from zero: start at a tiny fraction of the trace) until it factors, at most
@@ -277,4 +280,33 @@ fngd_status_t fngd_step(fngd_handle_t h, int batch_size, const int64_t* sample_i
     if (s != FNGD_SUCCESS) h->counters.rejected_steps++;
     fngd_nvtx_pop();
     return s;
+}
+
+/* Global mode, reuse epochs: the library's whole part of a step is the gather of N * alpha; the
+ * caller back-propagates the weighted loss. */
+fngd_status_t fngd_get_loss_weights(fngd_handle_t h, int N, const int64_t* ids, float* weights,
+                                    fngd_stream_t stream) {
+    FNGD_REQUIRE_HANDLE(h);
+    fngd_err_t* err = &h->err;
+    FNGD_REQUIRE(err, h->cfg.coef_mode == FNGD_COEF_GLOBAL, FNGD_ERROR_INVALID_STATE,
+                 "loss weights exist only in global coefficient mode");
+    FNGD_REQUIRE(err, h->prepared && h->counters.phase == FNGD_PHASE_REUSE,
+                 FNGD_ERROR_INVALID_STATE,
+                 "loss weights exist only in a reuse epoch (after a collect epoch ended)");
+    FNGD_REQUIRE(err, weights, FNGD_ERROR_INVALID_ARGUMENT, "weights is NULL");
+    FNGD_REQUIRE(err, N >= 1 && N <= h->cfg.max_batch, FNGD_ERROR_INVALID_ARGUMENT,
+                 "batch_size %d is outside 1..max_batch (%d)", N, h->cfg.max_batch);
+    FNGD_TRY(fngd_validate_ids(h, N, ids));
+    h->last_stream = stream;
+    fngd_nvtx_push("fngd_get_loss_weights");
+    fngd_status_t s = h->ops->gather_coefs(h->ctx, h->coef_table, h->coef_seen, 1, ids,
+                                           fngd_key_offset(h), N, h->cfg.fallback,
+                                           h->coef_fallback, (float)N, weights, N,
+                                           h->fallback_count, stream, err);
+    fngd_nvtx_pop();
+    FNGD_TRY(s);
+    /* This is the library's part of a reuse step in this mode. */
+    h->counters.steps_total++;
+    h->counters.steps_in_epoch++;
+    return FNGD_SUCCESS;
 }

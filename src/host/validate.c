@@ -2,7 +2,8 @@
  * changes no state. */
 #include <stdlib.h>
 
-#include "step_internal.h"
+#include "epoch.h"
+#include "validate.h"
 
 static int cmp_i64(const void* a, const void* b) {
     int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
@@ -13,7 +14,7 @@ fngd_status_t fngd_validate_ids(fngd_handle_t h, int N, const int64_t* ids) {
     fngd_err_t* err = &h->err;
     int64_t ns = h->cfg.num_samples;
     if (!ids) {
-        int64_t end = h->counters.steps_in_epoch * (int64_t)h->cfg.max_batch + N;
+        int64_t end = fngd_key_offset(h) + N;
         FNGD_REQUIRE(err, end <= ns, FNGD_ERROR_INVALID_ARGUMENT,
                      "position keys of step %lld (up to %lld) exceed num_samples = %lld: pass "
                      "sample ids, or raise num_samples to steps per epoch * max_batch",
