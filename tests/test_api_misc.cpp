@@ -9,12 +9,16 @@ using namespace fngd_test;
 
 namespace {
 
+// The header's version (generated from CMake's project(VERSION)) is the library's, and the
+// string spells the same three numbers.
 TEST(ApiMisc, Version) {
     int major = -1, minor = -1, patch = -1;
     ASSERT_EQ(FNGD_SUCCESS, fngd_get_version(&major, &minor, &patch));
     EXPECT_EQ(FNGD_VERSION_MAJOR, major);
     EXPECT_EQ(FNGD_VERSION_MINOR, minor);
     EXPECT_EQ(FNGD_VERSION_PATCH, patch);
+    EXPECT_EQ(std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch),
+              std::string(FNGD_VERSION_STRING));
     EXPECT_EQ(FNGD_SUCCESS, fngd_get_version(nullptr, nullptr, nullptr));
     EXPECT_EQ(FNGD_SUCCESS, fngd_get_version(nullptr, &minor, nullptr));
 }
@@ -64,29 +68,40 @@ TEST(ApiMisc, ConfigInitEqualsMacro) {
     EXPECT_EQ(b.exact_small_layers, a.exact_small_layers);
     EXPECT_EQ(b.step_control, a.step_control);
     EXPECT_EQ(b.kl_clip, a.kl_clip);
-    // The documented defaults (the training-quality ones chosen by bench/time_to_accuracy.py).
-    EXPECT_EQ(FNGD_FILTER_RANGE, a.coef_filter);
-    EXPECT_EQ(1, a.exact_small_layers);
-    EXPECT_EQ(FNGD_STEP_KL_CLIP, a.step_control);
-    EXPECT_EQ(1e-3, a.kl_clip);
-    EXPECT_EQ(FNGD_BACKEND_CPU, a.backend);
-    EXPECT_EQ(0, a.device);
-    EXPECT_EQ(FNGD_COEF_PER_LAYER, a.coef_mode);
-    EXPECT_EQ(FNGD_DAMPING_ABSOLUTE, a.damping_kind);
-    EXPECT_EQ(0.1, a.damping);
-    EXPECT_EQ(8, a.max_damping_retries);
-    EXPECT_EQ(10.0, a.damping_growth);
-    EXPECT_EQ(0, a.recompute_every);
-    EXPECT_EQ(FNGD_GRAD_MEAN_LOSS, a.grad_convention);
-    EXPECT_EQ(FNGD_RHS_ONES, a.rhs);
-    EXPECT_EQ(FNGD_FALLBACK_STORED_MEAN, a.fallback);
-    EXPECT_EQ(FNGD_OUTPUT_WRITE_GRAD, a.output);
-    EXPECT_EQ(0.1f, a.learning_rate);
-    EXPECT_EQ(0.9f, a.momentum);
-    EXPECT_EQ(0.0f, a.weight_decay);
-    EXPECT_EQ(1, a.check_finite);
-    EXPECT_EQ((size_t)1 << 30, a.max_workspace_bytes);
 }
+
+// Every field of FNGD_CONFIG_INIT holds its documented default (fngd.h), checked at compile
+// time: a value written against the wrong field-name comment, or a field added without its
+// value (aggregate initialisation would leave it 0), fails to compile. The training-quality
+// defaults (coef_filter .. kl_clip) are the ones bench/time_to_accuracy.py chose.
+constexpr fngd_config_t kMacro = FNGD_CONFIG_INIT;
+static_assert(kMacro.struct_size == sizeof(fngd_config_t), "struct_size");
+static_assert(kMacro.backend == FNGD_BACKEND_CPU, "backend");
+static_assert(kMacro.device == 0, "device");
+static_assert(kMacro.max_batch == 0 && kMacro.num_samples == 0, "max_batch, num_samples: required");
+static_assert(kMacro.coef_mode == FNGD_COEF_PER_LAYER, "coef_mode");
+static_assert(kMacro.damping_kind == FNGD_DAMPING_ABSOLUTE, "damping_kind");
+static_assert(kMacro.damping == 0.1, "damping");
+static_assert(kMacro.max_damping_retries == 8, "max_damping_retries");
+static_assert(kMacro.damping_growth == 10.0, "damping_growth");
+static_assert(kMacro.recompute_every == 0, "recompute_every");
+static_assert(kMacro.grad_convention == FNGD_GRAD_MEAN_LOSS, "grad_convention");
+static_assert(kMacro.rhs == FNGD_RHS_ONES, "rhs");
+static_assert(kMacro.fallback == FNGD_FALLBACK_STORED_MEAN, "fallback");
+static_assert(kMacro.output == FNGD_OUTPUT_WRITE_GRAD, "output");
+static_assert(kMacro.learning_rate == 0.1f, "learning_rate");
+static_assert(kMacro.momentum == 0.9f, "momentum");
+static_assert(kMacro.weight_decay == 0.0f, "weight_decay");
+static_assert(kMacro.check_finite == 1, "check_finite");
+static_assert(kMacro.max_workspace_bytes == (size_t)1 << 30, "max_workspace_bytes");
+static_assert(kMacro.coef_filter == FNGD_FILTER_RANGE, "coef_filter");
+static_assert(kMacro.exact_small_layers == 1, "exact_small_layers");
+static_assert(kMacro.step_control == FNGD_STEP_KL_CLIP, "step_control");
+static_assert(kMacro.kl_clip == 1e-3, "kl_clip");
+// The last field: a field added after it needs its default in the macro and a line above.
+static_assert(offsetof(fngd_config_t, kl_clip) + sizeof(double) == sizeof(fngd_config_t),
+              "fngd_config_t has a field after kl_clip: give it a default in FNGD_CONFIG_INIT "
+              "and a static_assert here");
 
 void expect_common_desc_defaults(const fngd_layer_desc_t& d) {
     EXPECT_EQ(sizeof(fngd_layer_desc_t), d.struct_size);

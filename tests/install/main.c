@@ -1,11 +1,17 @@
 /* A program outside the project: finds an installed libfngd through find_package or
- * pkg-config, creates a handle, runs one collect step and prints the version. */
+ * pkg-config, creates a handle, runs one collect step and prints the version. The installed
+ * header's version (the generated fngd_version.h) must be the library's. */
 #include <fngd.h>
 #include <stdio.h>
 
 int main(void) {
     int major, minor, patch;
     fngd_get_version(&major, &minor, &patch);
+    if (major != FNGD_VERSION_MAJOR || minor != FNGD_VERSION_MINOR || patch != FNGD_VERSION_PATCH) {
+        printf("installed header says %s, library %d.%d.%d\n", FNGD_VERSION_STRING, major, minor,
+               patch);
+        return 2;
+    }
     fngd_config_t cfg;
     fngd_config_init(&cfg);
     cfg.max_batch = 2;
