@@ -16,9 +16,5 @@ __all__ = ["FNGDPreconditioner", "IndexedDataset", "FNGDError", "LibraryNotFound
 
 def library_version() -> tuple[int, int, int]:
     """(major, minor, patch) of the loaded libfngd."""
-    import ctypes
-
-    from . import _lib
-    v = [ctypes.c_int() for _ in range(3)]
-    _lib.load().fngd_get_version(*(ctypes.byref(x) for x in v))
-    return tuple(x.value for x in v)
+    from ._handle import library_version as version
+    return version()

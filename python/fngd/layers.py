@@ -1,4 +1,9 @@
-"""Which torch modules libfngd can precondition, what to capture from them, and their descriptors.
+"""Which torch modules libfngd can precondition: one helper class per module kind.
+
+Each kind knows whether a module is supported (and says why not), the descriptor geometry of a
+layer from one captured input, what the library receives as the layer's `input` (the module's
+input itself, or the normalised input xhat of a norm layer), and how its fngd_layer_desc_t is
+built (through the library's own descriptor helpers, called by fngd._handle).
 
 Supported (each module's own parameters form one library layer):
 - nn.Linear                       -> FNGD_LAYER_LINEAR, positions = product of the middle dims
@@ -8,21 +13,20 @@ Supported (each module's own parameters form one library layer):
 - nn.LayerNorm over one dimension, elementwise affine
                                   -> FNGD_LAYER_NORM_AFFINE, channels_last, N x T x C
 
-Normalisation layers need the normalised input xhat. It is recomputed in the forward hook from
-the captured input: batch statistics when the module normalises with them (training mode, or no
-running statistics), else the running statistics; LayerNorm always uses per-position
-statistics. This mirrors what the module computed in its forward (same eps, biased variance);
-it costs one extra elementwise pass and one activation-sized fp32 buffer per norm layer.
+Captures keep what autograd keeps: the input of a Linear/Conv2d is handed over as it is (no
+copy when it is fp32 and contiguous, the usual case). Norm layers need xhat = (x - mean) * rstd
+with the statistics the module normalised with. BatchNorm2d in training mode and LayerNorm save
+those statistics for their backward pass (mean and rstd on the output's grad_fn, the very values
+of the forward): xhat is then one fused pass over x (x * rstd - mean * rstd) into a fresh fp32
+buffer, with no second reduction. Running statistics (eval-mode BatchNorm2d) are per-channel
+vectors; a node that is not recognised (another backend, autocast) falls back to computing the
+batch statistics with var_mean (same eps, biased variance, as the module).
 """
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import nn
-
-from . import _lib
 
 
 class UnsupportedLayerError(ValueError):
@@ -33,119 +37,292 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def classify(module: nn.Module) -> tuple[str | None, str]:
-    """(kind, reason): kind is 'linear' | 'conv2d' | 'batchnorm2d' | 'layernorm', or None with
-    the reason the module cannot be preconditioned."""
-    if isinstance(module, nn.Linear):
-        return "linear", ""
-    if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            return None, f"Conv2d with groups={module.groups} (only groups=1 is supported)"
-        if module.padding_mode != "zeros":
-            return None, f"Conv2d with padding_mode='{module.padding_mode}' (only 'zeros')"
-        if isinstance(module.padding, str) and module.padding == "same":
-            dh, dw = _pair(module.dilation)
-            kh, kw = _pair(module.kernel_size)
-            if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
-                return None, "Conv2d with padding='same' that pads asymmetrically"
-        return "conv2d", ""
-    if isinstance(module, nn.BatchNorm2d):
-        if not module.affine:
-            return None, "BatchNorm2d without affine parameters"
-        return "batchnorm2d", ""
-    if isinstance(module, nn.LayerNorm):
-        if len(module.normalized_shape) != 1:
-            return None, (f"LayerNorm over {len(module.normalized_shape)} dimensions "
-                          "(only the last dimension is supported)")
-        if module.weight is None:
-            return None, "LayerNorm without elementwise affine parameters"
-        return "layernorm", ""
-    return None, f"{type(module).__name__} is not a supported layer type"
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """x as the library reads it: fp32, contiguous (a copy only when it is neither)."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    return x if x.is_contiguous() else x.contiguous()
 
 
-def conv_padding(module: nn.Conv2d) -> tuple[int, int]:
-    if isinstance(module.padding, str):
-        if module.padding == "valid":
-            return 0, 0
-        dh, dw = _pair(module.dilation)
-        kh, kw = _pair(module.kernel_size)
-        return dh * (kh - 1) // 2, dw * (kw - 1) // 2
-    return _pair(module.padding)
+def _normalise(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    """xhat = (x - mean) * rstd in one pass, into a new contiguous fp32 tensor; mean and rstd
+    broadcast against x (per channel or per position)."""
+    rstd = rstd.float()
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return torch.addcmul(-mean.float() * rstd, x, rstd, out=out)
 
 
-def capture_input(kind: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What the library needs as `input` for this layer, fp32 and contiguous: the input itself
-    for Linear/Conv2d, the normalised input xhat for the norm layers. Runs without autograd."""
-    with torch.no_grad():
-        x = x.detach()
-        if kind in ("linear", "conv2d"):
-            return x.to(torch.float32).contiguous()
-        x = x.to(torch.float32)
-        if kind == "batchnorm2d":
-            batch_stats = module.training or module.running_mean is None
-            if batch_stats:
-                var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-            else:
-                mean, var = module.running_mean.float(), module.running_var.float()
-            inv = torch.rsqrt(var + module.eps)
-            return ((x - mean[None, :, None, None]) * inv[None, :, None, None]).contiguous()
-        # layernorm over the last dimension
-        var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)
-        return ((x - mean) * torch.rsqrt(var + module.eps)).contiguous()
+def _saved_stats(output, node_name: str, numel: int):
+    """(mean, rstd) the norm op saved for its backward, or None when the output's grad_fn is not
+    the expected node (or holds something unexpected)."""
+    fn = getattr(output, "grad_fn", None)
+    if fn is None or type(fn).__name__ != node_name:
+        return None
+    try:
+        mean, rstd = fn._saved_result1, fn._saved_result2
+    except (AttributeError, RuntimeError):
+        return None
+    if mean.numel() != numel or rstd.numel() != numel:
+        return None  # e.g. eval mode: nothing saved
+    return mean, rstd
 
 
-def geometry(kind: str, module: nn.Module, a: torch.Tensor) -> dict:
-    """Descriptor shape fields for this layer from one captured (fp32) input of batch N."""
-    has_bias = int(getattr(module, "bias", None) is not None)
-    if kind == "linear":
+class LayerKind:
+    """One supported module type. `name` is what state_dict() records for the layer."""
+    name = ""
+    module_type: type = nn.Module
+
+    def unsupported_reason(self, module) -> str:
+        """Why this module (of module_type) cannot be preconditioned, '' when it can."""
+        return ""
+
+    def geometry(self, module, a: torch.Tensor) -> dict:
+        """Descriptor shape fields from one captured input `a` (batch first)."""
+        raise NotImplementedError
+
+    def capture(self, module, x: torch.Tensor, output) -> torch.Tensor:
+        """The library's `input` for this layer (fp32, contiguous), from the forward's input
+        `x` and `output`. Runs in the forward hook; needs no autograd."""
+        return _as_input(x)
+
+    def descriptor(self, geom: dict, descs):
+        """The layer's fngd_layer_desc_t, built with `descs` (fngd._handle.Descriptors)."""
+        raise NotImplementedError
+
+
+class LinearKind(LayerKind):
+    name, module_type = "linear", nn.Linear
+
+    def geometry(self, module, a):
         if a.dim() < 2 or a.shape[-1] != module.in_features:
             raise ValueError(f"Linear input of shape {tuple(a.shape)} does not end in "
                              f"in_features={module.in_features}")
-        positions = a[0].numel() // module.in_features
-        return dict(kind=kind, in_features=module.in_features,
-                    out_features=module.out_features, positions=positions, has_bias=has_bias)
-    if kind == "conv2d":
+        return dict(kind=self.name, in_features=module.in_features,
+                    out_features=module.out_features,
+                    positions=a[0].numel() // module.in_features,
+                    has_bias=int(module.bias is not None))
+
+    def descriptor(self, geom, descs):
+        d = descs.linear(geom["in_features"], geom["out_features"], geom["has_bias"])
+        d.positions = geom["positions"]
+        return d
+
+
+class Conv2dKind(LayerKind):
+    name, module_type = "conv2d", nn.Conv2d
+
+    def unsupported_reason(self, module):
+        if module.groups != 1:
+            return f"Conv2d with groups={module.groups} (only groups=1 is supported)"
+        if module.padding_mode != "zeros":
+            return f"Conv2d with padding_mode='{module.padding_mode}' (only 'zeros')"
+        if isinstance(module.padding, str) and module.padding == "same":
+            (dh, dw), (kh, kw) = _pair(module.dilation), _pair(module.kernel_size)
+            if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
+                return "Conv2d with padding='same' that pads asymmetrically"
+        return ""
+
+    @staticmethod
+    def padding(module) -> tuple[int, int]:
+        if isinstance(module.padding, str):
+            if module.padding == "valid":
+                return 0, 0
+            (dh, dw), (kh, kw) = _pair(module.dilation), _pair(module.kernel_size)
+            return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+        return _pair(module.padding)
+
+    def geometry(self, module, a):
         if a.dim() != 4:
             raise ValueError(f"Conv2d input must be N x C x H x W, got {tuple(a.shape)}")
-        kh, kw = _pair(module.kernel_size)
-        sh, sw = _pair(module.stride)
-        ph, pw = conv_padding(module)
-        dh, dw = _pair(module.dilation)
-        return dict(kind=kind, in_channels=module.in_channels, out_channels=module.out_channels,
-                    in_h=a.shape[2], in_w=a.shape[3], kernel_h=kh, kernel_w=kw, stride_h=sh,
-                    stride_w=sw, pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw,
-                    has_bias=has_bias)
-    if kind == "batchnorm2d":
-        if a.dim() != 4:
-            raise ValueError(f"BatchNorm2d input must be N x C x H x W, got {tuple(a.shape)}")
-        return dict(kind=kind, num_features=module.num_features,
-                    norm_positions=a.shape[2] * a.shape[3], channels_last=0, has_bias=has_bias)
-    c = module.normalized_shape[0]
-    return dict(kind=kind, num_features=c, norm_positions=a[0].numel() // c, channels_last=1,
-                has_bias=has_bias)
+        (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride)
+        (ph, pw), (dh, dw) = self.padding(module), _pair(module.dilation)
+        return dict(kind=self.name, in_channels=module.in_channels,
+                    out_channels=module.out_channels, in_h=a.shape[2], in_w=a.shape[3],
+                    kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                    dilation_h=dh, dilation_w=dw, has_bias=int(module.bias is not None))
 
-
-def make_desc(geom: dict, gram_method: int) -> _lib.LayerDesc:
-    """An fngd_layer_desc_t from the library's own helper (so new fields get their defaults)."""
-    lib = _lib.load()
-    kind = geom["kind"]
-    if kind == "linear":
-        d = lib.fngd_linear_desc(geom["in_features"], geom["out_features"], geom["has_bias"])
-        d.positions = geom["positions"]
-    elif kind == "conv2d":
-        d = lib.fngd_conv2d_desc(geom["in_channels"], geom["out_channels"], geom["in_h"],
-                                 geom["in_w"], geom["kernel_h"], geom["kernel_w"],
-                                 geom["has_bias"])
+    def descriptor(self, geom, descs):
+        d = descs.conv2d(geom["in_channels"], geom["out_channels"], geom["in_h"], geom["in_w"],
+                         geom["kernel_h"], geom["kernel_w"], geom["has_bias"])
         for f in ("stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w"):
             setattr(d, f, geom[f])
-    else:
-        d = lib.fngd_norm_affine_desc(geom["num_features"], geom["norm_positions"],
-                                      geom["has_bias"])
+        return d
+
+
+class _NormKind(LayerKind):
+    def descriptor(self, geom, descs):
+        d = descs.norm_affine(geom["num_features"], geom["norm_positions"], geom["has_bias"])
         d.channels_last = geom["channels_last"]
-    d.gram_method = gram_method
-    return d
+        return d
 
 
-def ptr(t: torch.Tensor | None):
-    """Raw data pointer for ctypes (None for no tensor)."""
-    return ctypes.c_void_p(t.data_ptr()) if t is not None else None
+class BatchNorm2dKind(_NormKind):
+    name, module_type = "batchnorm2d", nn.BatchNorm2d
+
+    def unsupported_reason(self, module):
+        return "" if module.affine else "BatchNorm2d without affine parameters"
+
+    def geometry(self, module, a):
+        if a.dim() != 4:
+            raise ValueError(f"BatchNorm2d input must be N x C x H x W, got {tuple(a.shape)}")
+        return dict(kind=self.name, num_features=module.num_features,
+                    norm_positions=a.shape[2] * a.shape[3], channels_last=0,
+                    has_bias=int(module.bias is not None))
+
+    def capture(self, module, x, output):
+        x = x.detach()
+        c = x.shape[1] if x.dim() == 4 else -1
+        if module.training or module.running_mean is None:  # the batch statistics
+            stats = _saved_stats(output, "NativeBatchNormBackward0", c)
+            if stats is None:
+                var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=False)
+                stats = mean, torch.rsqrt(var + module.eps)
+            mean, rstd = stats
+        else:
+            mean = module.running_mean
+            rstd = torch.rsqrt(module.running_var.float() + module.eps)
+        return _normalise(x, mean.reshape(1, -1, 1, 1), rstd.reshape(1, -1, 1, 1))
+
+
+class LayerNormKind(_NormKind):
+    name, module_type = "layernorm", nn.LayerNorm
+
+    def unsupported_reason(self, module):
+        if len(module.normalized_shape) != 1:
+            return (f"LayerNorm over {len(module.normalized_shape)} dimensions "
+                    "(only the last dimension is supported)")
+        if module.weight is None:
+            return "LayerNorm without elementwise affine parameters"
+        return ""
+
+    def geometry(self, module, a):
+        c = module.normalized_shape[0]
+        return dict(kind=self.name, num_features=c, norm_positions=a[0].numel() // c,
+                    channels_last=1, has_bias=int(module.bias is not None))
+
+    def capture(self, module, x, output):
+        x = x.detach()
+        stats = _saved_stats(output, "NativeLayerNormBackward0", x.numel() // x.shape[-1])
+        if stats is None:
+            var, mean = torch.var_mean(x.float(), dim=-1, keepdim=True, unbiased=False)
+            stats = mean, torch.rsqrt(var + module.eps)
+        mean, rstd = stats
+        shape = x.shape[:-1] + (1,)
+        return _normalise(x, mean.reshape(shape), rstd.reshape(shape))
+
+
+KINDS = (LinearKind(), Conv2dKind(), BatchNorm2dKind(), LayerNormKind())
+
+
+def kind_of(module: nn.Module) -> tuple[LayerKind | None, str]:
+    """(helper, reason): the kind that preconditions `module`, or None with the reason why
+    none can."""
+    for kind in KINDS:
+        if isinstance(module, kind.module_type):
+            reason = kind.unsupported_reason(module)
+            return (None, reason) if reason else (kind, "")
+    return None, f"{type(module).__name__} is not a supported layer type"
+
+
+def classify(module: nn.Module) -> tuple[str | None, str]:
+    """(kind name, reason): 'linear' | 'conv2d' | 'batchnorm2d' | 'layernorm', or None with the
+    reason the module cannot be preconditioned."""
+    kind, reason = kind_of(module)
+    return (kind.name if kind else None), reason
+
+
+class Layer:
+    """One preconditioned module: its kind helper, parameters and per-step state."""
+
+    def __init__(self, name, module, kind: LayerKind):
+        self.name, self.module, self.helper, self.kind = name, module, kind, kind.name
+        self.params = [p for p in (module.weight, getattr(module, "bias", None)) if p is not None]
+        self.captures: list = []           # fngd._capture.Capture, one per forward since step
+        self.geom: dict | None = None      # descriptor shape fields, fixed at handle creation
+        self.sample_shape = None           # captured input shape without the batch dimension
+        self.buffers = None                # (grad_weight ptr, grad_bias ptr) last given to C
+        self.toggled: list[nn.Parameter] = []
+        self.staging: dict[int, torch.Tensor] = {}
+
+    def fix_geometry(self, geom: dict | None) -> None:
+        """Set (or clear) the geometry the library handle is built with."""
+        self.geom = None if geom is None else dict(geom)
+        self.buffers = None
+
+    def check_shape(self, a: torch.Tensor) -> None:
+        """A captured input of another shape than the last one: refused unless its geometry is
+        the one the handle was built with."""
+        g = self.helper.geometry(self.module, a)
+        if g != self.geom:
+            raise ValueError(f"layer '{self.name}': input shape {tuple(a.shape[1:])} differs "
+                             f"from the one the preconditioner was set up with ({self.geom}); "
+                             "every step must use the same per-sample shape")
+        self.sample_shape = a.shape[1:]
+
+    def grad_ptrs(self, replaced: list) -> tuple:
+        """Data pointers of the fp32 contiguous buffers the library writes into: param.grad
+        itself when it can be, else a staging buffer copied into .grad after the step
+        (copy_staged). Looked up anew every step, as optimizer.zero_grad(set_to_none=True) (or
+        the user) may have dropped or swapped .grad. Each (param, previous .grad) it replaces
+        is appended to `replaced`, so that a failed step puts back what was there instead of
+        leaving uninitialised memory in .grad."""
+        ptrs = []
+        for p in self.params:
+            g = p.grad
+            if not (g is not None and g.dtype == torch.float32 and g.is_contiguous()
+                    and g.shape == p.shape and g.device == p.device):
+                if p.dtype == torch.float32:
+                    replaced.append((p, g))
+                    g = p.grad = torch.empty(p.shape, dtype=torch.float32, device=p.device)
+                else:
+                    g = self.staging.get(id(p))
+                    if g is None:
+                        g = self.staging[id(p)] = torch.empty(p.shape, dtype=torch.float32,
+                                                              device=p.device)
+                    ptrs.append(g.data_ptr())
+                    continue
+            if self.staging:
+                self.staging.pop(id(p), None)
+            ptrs.append(g.data_ptr())
+        return ptrs[0], (ptrs[1] if len(ptrs) > 1 else None)
+
+    def copy_staged(self) -> None:
+        """Staged directions (non-fp32 parameters) into their .grad."""
+        for p in self.params:
+            buf = self.staging.get(id(p))
+            if buf is not None:
+                if p.grad is None:
+                    p.grad = torch.empty_like(p)
+                p.grad.copy_(buf)
+
+
+def find_layers(model: nn.Module, unsupported: str, modules) -> list[Layer]:
+    """The preconditioned layers of `model` in named_modules() order."""
+    wanted = set(modules) if modules is not None else None
+    found, problems = [], []
+    for name, m in model.named_modules():
+        if wanted is not None and name not in wanted:
+            continue
+        own = list(m.parameters(recurse=False))
+        trainable = [p for p in own if p.requires_grad]
+        if not trainable:
+            continue
+        kind, reason = kind_of(m)
+        if kind is not None and len(trainable) != len(own):
+            kind, reason = None, "some of its parameters are frozen and others are not"
+        if kind is None:
+            problems.append(f"'{name or '<root>'}': {reason}")
+            continue
+        found.append(Layer(name, m, kind))
+    if wanted is not None:
+        missing = wanted - {n for n, _ in model.named_modules()}
+        if missing:
+            raise ValueError(f"modules not in the model: {sorted(missing)}")
+    if problems and unsupported == "error":
+        raise UnsupportedLayerError(
+            "FNGD cannot precondition these modules (pass unsupported='skip' to leave them to "
+            "plain gradients, or modules=[...] to choose layers): " + "; ".join(problems))
+    if not found:
+        raise UnsupportedLayerError("the model has no layer FNGD can precondition")
+    return found

@@ -26,6 +26,21 @@ def _enum_names():
     return out
 
 
+def _version_header(d):
+    """fngd.h includes fngd_version.h, which CMake generates into its build tree from
+    include/fngd_version.h.in; the layout program gets its own copy, filled in from
+    project(VERSION) the same way (the numbers do not affect any layout)."""
+    template = os.path.join(REPO, "include", "fngd_version.h.in")
+    if not os.path.exists(template):
+        return
+    with open(os.path.join(REPO, "CMakeLists.txt")) as f:
+        version = re.search(r"project\(fngd VERSION (\d+)\.(\d+)\.(\d+)", f.read()).groups()
+    text = open(template).read()
+    for key, value in zip(("MAJOR", "MINOR", "PATCH"), version):
+        text = text.replace(f"@PROJECT_VERSION_{key}@", value)
+    (d / "fngd_version.h").write_text(text.replace("@PROJECT_VERSION@", ".".join(version)))
+
+
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory):
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
@@ -41,10 +56,11 @@ def c_layout(tmp_path_factory):
         lines.append(f'printf("enum {name} %d\\n", (int){name});')
     lines += ["return 0;", "}"]
     d = tmp_path_factory.mktemp("layout")
+    _version_header(d)
     src, exe = d / "layout.c", d / "layout"
     src.write_text("\n".join(lines))
-    subprocess.run([cc, "-std=c11", "-I", os.path.join(REPO, "include"), str(src), "-o", str(exe)],
-                   check=True)
+    subprocess.run([cc, "-std=c11", "-I", os.path.join(REPO, "include"), "-I", str(d), str(src),
+                    "-o", str(exe)], check=True)
     return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
 
 

@@ -1,6 +1,6 @@
 """Where the direction goes: the .grad tensors current at step() time, whatever happened to
 the previous ones (zero_grad(set_to_none=True), swapped tensors); a failed step leaves .grad
-as it was; sample ids in any host/sequence form; stale (in-place modified) inputs refused."""
+as it was; integer sample ids in any host/sequence form; stale (in-place modified) inputs refused."""
 
 import numpy as np
 import pytest
@@ -90,7 +90,8 @@ def test_sample_ids_in_any_host_form():
     x, y = make_data("token", N_SAMPLES)
     forms = [torch.tensor([3, 9, 1, 20, 7, 0]), [3, 9, 1, 20, 7, 0], (3, 9, 1, 20, 7, 0),
              np.array([3, 9, 1, 20, 7, 0], dtype=np.int32),
-             torch.tensor([[3], [9], [1], [20], [7], [0]], dtype=torch.int32)]
+             torch.tensor([3, 9, 1, 20, 7, 0], dtype=torch.int32)]
+    # (float, bool and 2-D ids are refused: tests/test_api_edges.py)
     stored = []
     for ids in forms:
         model = make_model("token")
