@@ -201,6 +201,14 @@ typedef struct fngd_config {
     fngd_step_control_t step_control;/**< default FNGD_STEP_KL_CLIP (then keep learning_rate
                                           equal to the optimizer's: fngd_set_learning_rate) */
     double kl_clip;                  /**< FNGD_STEP_KL_CLIP bound, > 0; default 1e-3 */
+    int allow_tf32;                  /**< CUDA backend: 1 lets the weighted weight-gradient
+                                          reductions (every step's direction of LINEAR and
+                                          CONV2D layers: cuBLAS GEMM, cuDNN backward-filter
+                                          convolution) use TF32 tensor cores, as PyTorch does
+                                          with torch.backends.cudnn.allow_tf32 (about 1e-3
+                                          relative error instead of FP32's 1e-6); the Gram,
+                                          the solve and everything else stay FP32/FP64.
+                                          0 or 1; default 0 (FP32). The CPU ignores it. */
 } fngd_config_t;
 
 /* The defaults, one value per field in declaration order. Positional, not designated
@@ -232,7 +240,8 @@ typedef struct fngd_config {
         /* coef_filter         */ FNGD_FILTER_RANGE,                                         \
         /* exact_small_layers  */ 1,                                                         \
         /* step_control        */ FNGD_STEP_KL_CLIP,                                         \
-        /* kl_clip             */ 1e-3                                                       \
+        /* kl_clip             */ 1e-3,                                                      \
+        /* allow_tf32          */ 0                                                          \
     }
 
 /**

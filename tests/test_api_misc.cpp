@@ -68,6 +68,7 @@ TEST(ApiMisc, ConfigInitEqualsMacro) {
     EXPECT_EQ(b.exact_small_layers, a.exact_small_layers);
     EXPECT_EQ(b.step_control, a.step_control);
     EXPECT_EQ(b.kl_clip, a.kl_clip);
+    EXPECT_EQ(b.allow_tf32, a.allow_tf32);
 }
 
 // Every field of FNGD_CONFIG_INIT holds its documented default (fngd.h), checked at compile
@@ -98,9 +99,12 @@ static_assert(kMacro.coef_filter == FNGD_FILTER_RANGE, "coef_filter");
 static_assert(kMacro.exact_small_layers == 1, "exact_small_layers");
 static_assert(kMacro.step_control == FNGD_STEP_KL_CLIP, "step_control");
 static_assert(kMacro.kl_clip == 1e-3, "kl_clip");
+static_assert(kMacro.allow_tf32 == 0, "allow_tf32: FP32 unless the caller allows TF32");
 // The last field: a field added after it needs its default in the macro and a line above.
-static_assert(offsetof(fngd_config_t, kl_clip) + sizeof(double) == sizeof(fngd_config_t),
-              "fngd_config_t has a field after kl_clip: give it a default in FNGD_CONFIG_INIT "
+// (Only tail padding may follow it; an int added into that padding would not show here.)
+static_assert(sizeof(fngd_config_t) - (offsetof(fngd_config_t, allow_tf32) + sizeof(int)) <
+                  alignof(fngd_config_t),
+              "fngd_config_t has a field after allow_tf32: give it a default in FNGD_CONFIG_INIT "
               "and a static_assert here");
 
 void expect_common_desc_defaults(const fngd_layer_desc_t& d) {

@@ -152,6 +152,9 @@ static fngd_status_t validate_config(const fngd_config_t* c, fngd_err_t* err) {
           "unknown step_control %d", (int)c->step_control);
     CHECK(isfinite(c->kl_clip) && c->kl_clip > 0, "kl_clip must be finite and > 0, got %g",
           c->kl_clip);
+    CHECK(c->allow_tf32 == 0 || c->allow_tf32 == 1,
+          "allow_tf32 must be 0 (FP32) or 1 (TF32 tensor cores in the CUDA weight-gradient "
+          "reductions), got %d", c->allow_tf32);
 #undef CHECK
     return FNGD_SUCCESS;
 }
