@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cuda_common.h"
+#include "cuda_cudnn.h"
 #include "kernels/nonfinite.cuh"
 #include "kernels/sgd_update.cuh"
 
@@ -43,6 +44,7 @@ static void cuda_destroy(fngd_backend_ctx_t* ctx)
     /* Pending work may still read the staging ring and scratch: finish it first. */
     cudaDeviceSynchronize();
     fngd_cuda_ids_destroy(ctx);
+    fngd_cuda_dnn_destroy(ctx);
     fngd_cuda_summary_destroy(ctx);
     if (ctx->scratch_dev) cudaFree(ctx->scratch_dev);
     if (ctx->scratch_host) cudaFreeHost(ctx->scratch_host);
@@ -77,6 +79,7 @@ static fngd_status_t cuda_create_into(const fngd_config_t* cfg, fngd_backend_ctx
     FNGD_CUDA_TRY(err, cudaMalloc((void**)&ctx->scratch_dev, sizeof(fngd_cuda_scratch)));
     FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->scratch_host, sizeof(fngd_cuda_scratch)));
     FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->solve_host, sizeof(fngd_cuda_solve_status)));
+    FNGD_TRY(fngd_cuda_dnn_create(ctx, cfg, err));
     return fngd_cuda_ids_create(ctx, err);
 }
 

@@ -68,6 +68,8 @@ struct fngd_backend_ctx {
     cudaEvent_t ring_event[FNGD_CUDA_ID_RING];
     int ring_used[FNGD_CUDA_ID_RING];  /* an event was recorded for the slot */
     int ring_next;
+    /* Reuse-phase state (cuda_cudnn.h): math mode, cuDNN handle, backward-filter plans. */
+    struct fngd_cuda_dnn* dnn;
 };
 
 static inline cudaStream_t fngd_cuda_stream(fngd_stream_t s)

@@ -1,5 +1,7 @@
 /* Workspace planning shared by layer_gram, weighted_grad and workspace_bytes. */
+#include "cuda_cudnn.h"
 #include "cuda_plan.h"
+#include "kernels/alpha_scale.cuh"
 
 namespace {
 bool is_matrix_layer(const fngd_layer_t* L)
@@ -118,11 +120,25 @@ fngd_weighted_plan fngd_cuda_plan_weighted(const fngd_layer_t* L, int N, size_t 
     return plan;
 }
 
+/* The most any operation of the layer takes at batch N: the Gram's plan, and the weighted
+ * reduction's: for a CONV2D layer with a usable cuDNN plan (made here, once per geometry and
+ * N, so fngd_prepare / fngd_get_workspace_size choose the algorithm) the scaled output
+ * gradient, bias partials and cuDNN's own workspace; else the im2col / staging plan, plus the
+ * bias partial sums of a single-chunk LINEAR layer (cuda_weighted.cu). */
 size_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N)
 {
-    (void)ctx;
     if (N <= 0) return 0;
     const size_t g = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET).bytes;
-    const size_t w = fngd_cuda_plan_weighted(layer, N, FNGD_CUDA_WS_TARGET).bytes;
+    const fngd_weighted_plan wp = fngd_cuda_plan_weighted(layer, N, FNGD_CUDA_WS_TARGET);
+    size_t w = wp.bytes;
+    if (layer->kind == FNGD_LAYER_LINEAR && layer->n_bias && wp.nc >= N) {
+        const int nsplit = fngd_alpha_scale_splits(N, layer->q, layer->T, 1,
+                                                   ctx ? ctx->sm_count : 0);
+        if (nsplit > 1) w += fngd_cuda_align((size_t)nsplit * layer->q * sizeof(float));
+    }
+    if (layer->kind == FNGD_LAYER_CONV2D && ctx) {
+        const fngd_cuda_conv_plan cp = fngd_cuda_conv_plan_get(ctx, layer, N);
+        if (cp.usable) w = cp.bytes;
+    }
     return g > w ? g : w;
 }
