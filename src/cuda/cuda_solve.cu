@@ -47,12 +47,14 @@ size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N)
     if (N <= 0) return 0;
     int lwork = 0;
     fngd_err_t scratch_err;
+    /* An error the caller has pending stays theirs: only one this query raised is cleared. */
+    const cudaError_t pending = cudaPeekAtLastError();
     fngd_cuda_device_guard dev;
     if (dev.enter(ctx->device, &scratch_err) != FNGD_SUCCESS ||
         fngd_cuda_potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) != FNGD_SUCCESS) {
         /* Cannot fail by signature: fall back to a generous bound (N*N doubles more); the
          * solve itself re-queries and reports any real problem. */
-        cudaGetLastError();
+        if (pending == cudaSuccess) (void)cudaGetLastError();
         lwork = N * N;
     }
     return carve(nullptr, N, lwork).bytes;

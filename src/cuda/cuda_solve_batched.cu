@@ -158,13 +158,16 @@ size_t fngd_cuda_solve_batched_bytes(fngd_backend_ctx_t* ctx, int N, int count,
     int lwork = 0;
     if (path == FNGD_CUDA_CHOL_LOOPED) {
         fngd_err_t scratch_err;
+        /* An error the caller has pending stays theirs: only one this query raised is
+         * cleared. */
+        const cudaError_t pending = cudaPeekAtLastError();
         fngd_cuda_device_guard dev;
         if (dev.enter(ctx->device, &scratch_err) != FNGD_SUCCESS ||
             fngd_cuda_potrf_lwork(ctx, N, (double*)ctx->blas_ws, &lwork, &scratch_err) !=
                 FNGD_SUCCESS) {
             /* Cannot fail by signature: a generous bound, as the single solve's query does;
              * the solve itself re-queries and reports any real problem. */
-            cudaGetLastError();
+            if (pending == cudaSuccess) (void)cudaGetLastError();
             lwork = N * N;
         }
     }
