@@ -1,13 +1,18 @@
 // CUDA backend benchmarks (never a test): CUDA events, warm-up, an L2 flush before every timed
-// repeat, medians; results as JSON (default bench/results/cuda_kernels.json, or argv[1]).
-//  1. reuse-phase weighted reduction vs the plain cuBLAS weight-gradient GEMM, per ResNet-18
-//     CIFAR layer shape, N = 128;
-//  2. epoch-one Gram + factor + solve for the whole ResNet-18 (per-layer Fisher blocks, the cost
-//     model's Gram method) vs the network's weight-gradient GEMMs;
+// repeat, medians; results as JSON (--out PATH, or the first plain argument; default
+// bench/results/cuda_kernels.json). --quick: fewer repeats (scripts/gpu_check.sh).
+//  1. reuse-phase weighted reduction (the FNGD later-epoch step's work per layer) in FP32 and
+//     TF32 vs the unweighted weight gradient an SGD step runs in the same math mode (cuDNN's
+//     backward-filter convolution for Conv2d, which is what PyTorch calls; one cuBLAS GEMM for
+//     Linear) and vs the plain im2col-layout cuBLAS GEMM, per ResNet-18 CIFAR layer shape,
+//     N = 128, plus network totals over the layer counts;
+//  2. the epoch-one step as fngd_step runs it in per-layer mode: every layer's Gram (the cost
+//     model's method), ONE factor_solve_batched over all the layers' Gram matrices, every
+//     layer's direction, vs the network's SGD weight gradients;
 //  3. damped Cholesky + solve of 32 matrices for N = 16..1024: 32 single factor_solve calls, and
 //     factor_solve_batched on each of its paths (potrfBatched, or potrf per matrix), Gflop/s and
 //     which path is faster per N (what FNGD_CUDA_BATCHED_POTRF_MAX_N should be set from);
-// plus large SGEMM / DGEMM rates as the practical hardware limit to read the numbers against.
+// plus large SGEMM / DGEMM / TF32 GEMM rates as the practical hardware limits.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +25,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cuda/cuda_cudnn.h"
 #include "cuda/cuda_solve_batched.h"
 #include "layer.h"
 
@@ -57,7 +63,7 @@ namespace {
     } while (0)
 
 fngd_err_t g_err;
-const int kWarmup = 3, kRepeats = 15;
+int kWarmup = 3, kRepeats = 15;
 
 // Device memory owned by the benchmark, filled with small random-looking values.
 struct Buf {
@@ -142,8 +148,10 @@ std::vector<Shape> resnet18() {
 
 struct Env {
     const fngd_backend_ops_t* ops;
-    fngd_backend_ctx_t* ctx;
-    cublasHandle_t blas;
+    fngd_backend_ctx_t* ctx;       // allow_tf32 = 0
+    fngd_backend_ctx_t* ctx_tf32;  // allow_tf32 = 1
+    cublasHandle_t blas;           // FP32 (default math)
+    cublasHandle_t blas_tf32;      // CUBLAS_TF32_TENSOR_OP_MATH
     cudaStream_t s;
     Timer timer;
     std::string json;
@@ -171,108 +179,220 @@ bool make_layer(const fngd_layer_desc_t& d, int N, fngd_layer_t* l) {
 
 // Plain (unweighted) weight-gradient GEMM of the layer: grad_W^T (p x q) = A^T (p x NT) E (NT x q),
 // on operands already laid out as the GEMM wants them (what an SGD step's GEMM costs).
-bool wgrad_gemm(Env& E, const fngd_layer_t& l, int N, const Buf& A, const Buf& Eb, Buf& out) {
+bool wgrad_gemm(cublasHandle_t h, const fngd_layer_t& l, int N, const Buf& A, const Buf& Eb,
+                Buf& out) {
     const float one = 1.0f, zero = 0.0f;
-    CB(cublasSgemm(E.blas, CUBLAS_OP_N, CUBLAS_OP_T, l.p, l.q, N * l.T, &one, A.f(), l.p, Eb.f(),
+    CB(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, l.p, l.q, N * l.T, &one, A.f(), l.p, Eb.f(),
                    l.q, &zero, out.f(), l.p));
     return true;
 }
 
+// Whether the SGD baseline of a Conv2d layer can be cuDNN's backward filter in this math mode
+// (cuDNN compiled in and a plan made); *need: its workspace, *algo: the algorithm (-1: no).
+bool cudnn_plain(Env& E, const fngd_layer_t& l, int N, bool tf32, size_t* need, int* algo) {
+    *need = 0;
+    *algo = -1;
+    if (l.kind != FNGD_LAYER_CONV2D || !fngd_cuda_dnn_compiled()) return false;
+    fngd_err_t e;
+    std::memset(&e, 0, sizeof e);
+    if (fngd_cuda_conv_wgrad_plain(tf32 ? E.ctx_tf32 : E.ctx, &l, N, tf32 ? 1 : 0, nullptr,
+                                   nullptr, nullptr, nullptr, 0, need, algo, E.s, &e) ==
+        FNGD_SUCCESS)
+        return true;
+    std::fprintf(stderr, "no cuDNN baseline (cuBLAS GEMM instead): %s\n", e.msg);
+    *algo = -1;
+    return false;
+}
+
+// The unweighted weight gradient an SGD step runs for the layer, in the math mode of `tf32`:
+// cuDNN's backward-filter convolution for Conv2d (what PyTorch calls; the algorithm cuDNN's
+// heuristics choose, as PyTorch does without cudnn.benchmark), one cuBLAS GEMM for Linear
+// (grad_output^T x input, as PyTorch's addmm backward) or where cuDNN cannot run.
+// A, Eb: the GEMM's operands (im2col layout for Conv2d; for Linear the input and grad_output).
+bool sgd_wgrad(Env& E, const fngd_layer_t& l, int N, bool tf32, bool cudnn, const Buf& x,
+               const Buf& go, const Buf& A, const Buf& Eb, Buf& dw, Buf& ws) {
+    if (cudnn) {
+        CF(fngd_cuda_conv_wgrad_plain(tf32 ? E.ctx_tf32 : E.ctx, &l, N, tf32 ? 1 : 0, x.f(),
+                                      go.f(), dw.f(), ws.p, ws.bytes, nullptr, nullptr, E.s,
+                                      &g_err));
+        return true;
+    }
+    return wgrad_gemm(tf32 ? E.blas_tf32 : E.blas, l, N, A, Eb, dw);
+}
+
+const char* path_name(Env& E, fngd_backend_ctx_t* ctx, const fngd_layer_t& l, int N) {
+    if (l.kind != FNGD_LAYER_CONV2D) return "alpha_scale + cuBLAS GEMM";
+    const fngd_cuda_conv_plan p = fngd_cuda_conv_plan_get(ctx, &l, N);
+    (void)E;
+    return p.usable ? "alpha_scale + cuDNN backward filter" : "im2col + stage + cuBLAS GEMM";
+}
+
 bool bench_weighted(Env& E, int N) {
-    jadd(E, "  \"weighted_reduction\": [\n");
+    jadd(E, "  \"weighted_reduction\": {\"N\": %d, \"cudnn\": %s, \"layers\": [\n", N,
+         fngd_cuda_dnn_compiled() ? "true" : "false");
     bool first = true;
+    double tot[2] = {0, 0}, tot_sgd[2] = {0, 0};
     for (const Shape& sh : resnet18()) {
         fngd_layer_t l;
         if (!make_layer(sh.desc, N, &l)) return false;
-        Buf x, go, alpha, ow, ob, ws, A, Eb;
-        const size_t wsb = E.ops->workspace_bytes(E.ctx, &l, N);
+        Buf x, go, alpha, ow, ob, ws, A, Eb, sws;
+        const size_t wsb = std::max(E.ops->workspace_bytes(E.ctx, &l, N),
+                                    E.ops->workspace_bytes(E.ctx_tf32, &l, N));
+        size_t sgd_ws[2] = {0, 0};
+        int algo[2] = {-1, -1};
+        bool dnn[2];
+        for (int m = 0; m < 2; ++m) dnn[m] = cudnn_plain(E, l, N, m == 1, &sgd_ws[m], &algo[m]);
         if (!x.alloc(N * l.in_per_sample * 4) || !go.alloc(N * l.out_per_sample * 4) ||
             !alpha.alloc(N * 4) || !ow.alloc(l.n_weight * 4) || !ob.alloc(l.q * 4) ||
             !ws.alloc(wsb) || !A.alloc((size_t)N * l.T * l.p * 4) ||
-            !Eb.alloc((size_t)N * l.T * l.q * 4))
+            !Eb.alloc((size_t)N * l.T * l.q * 4) || !sws.alloc(std::max(sgd_ws[0], sgd_ws[1])))
             return false;
         const fngd_layer_batch_t b = {x.f(), go.f()};
-        double t_fngd = 0, t_gemm = 0;
-        if (!E.timer.median_ms([&] {
-                CF(E.ops->weighted_grad(E.ctx, &l, &b, N, alpha.f(), (float)N, ow.f(), ob.f(),
-                                        ws.p, ws.bytes, E.s, &g_err));
-                return true;
-            }, &t_fngd))
-            return false;
-        if (!E.timer.median_ms([&] { return wgrad_gemm(E, l, N, A, Eb, ow); }, &t_gemm))
+        double t_fngd[2] = {0, 0}, t_sgd[2] = {0, 0}, t_gemm = 0;
+        for (int m = 0; m < 2; ++m) {
+            fngd_backend_ctx_t* ctx = m ? E.ctx_tf32 : E.ctx;
+            if (!E.timer.median_ms([&] {
+                    CF(E.ops->weighted_grad(ctx, &l, &b, N, alpha.f(), (float)N, ow.f(),
+                                            l.n_bias ? ob.f() : nullptr, ws.p, ws.bytes, E.s,
+                                            &g_err));
+                    return true;
+                }, &t_fngd[m]))
+                return false;
+            if (!E.timer.median_ms([&] { return sgd_wgrad(E, l, N, m == 1, dnn[m], x, go, A, Eb, ow, sws); },
+                                   &t_sgd[m]))
+                return false;
+            tot[m] += sh.count * t_fngd[m];
+            tot_sgd[m] += sh.count * t_sgd[m];
+        }
+        if (!E.timer.median_ms([&] { return wgrad_gemm(E.blas, l, N, A, Eb, ow); }, &t_gemm))
             return false;
         const double flops = 2.0 * N * l.T * (double)l.p * l.q;
-        jadd(E, "%s    {\"layer\": \"%s\", \"N\": %d, \"T\": %d, \"p\": %d, \"q\": %d, "
-                "\"weighted_ms\": %.4f, \"plain_gemm_ms\": %.4f, \"ratio\": %.3f, "
-                "\"weighted_gflops\": %.1f, \"plain_gemm_gflops\": %.1f}",
-             first ? "" : ",\n", sh.name, N, l.T, l.p, l.q, t_fngd, t_gemm, t_fngd / t_gemm,
-             flops / t_fngd * 1e-6, flops / t_gemm * 1e-6);
+        jadd(E, "%s    {\"layer\": \"%s\", \"count\": %d, \"T\": %d, \"p\": %d, \"q\": %d, "
+                "\"path\": \"%s\", \"fngd_fp32_ms\": %.4f, \"fngd_tf32_ms\": %.4f, "
+                "\"sgd_wgrad_fp32_ms\": %.4f, \"sgd_wgrad_tf32_ms\": %.4f, "
+                "\"cudnn_algo_fp32\": %d, \"cudnn_algo_tf32\": %d, \"cublas_gemm_fp32_ms\": %.4f, "
+                "\"ratio_fp32\": %.3f, \"ratio_tf32\": %.3f, \"fngd_fp32_gflops\": %.1f, "
+                "\"fngd_tf32_gflops\": %.1f}",
+             first ? "" : ",\n", sh.name, sh.count, l.T, l.p, l.q, path_name(E, E.ctx, l, N),
+             t_fngd[0], t_fngd[1], t_sgd[0], t_sgd[1], algo[0], algo[1], t_gemm,
+             t_fngd[0] / t_sgd[0], t_fngd[1] / t_sgd[1], flops / t_fngd[0] * 1e-6,
+             flops / t_fngd[1] * 1e-6);
         first = false;
-        std::printf("weighted %-28s %8.3f ms  plain GEMM %8.3f ms  ratio %.2f\n", sh.name, t_fngd,
-                    t_gemm, t_fngd / t_gemm);
+        std::printf("weighted %-26s FP32 %7.3f ms vs SGD %7.3f (%.2fx)  TF32 %7.3f ms vs SGD "
+                    "%7.3f (%.2fx)  im2col GEMM %7.3f ms\n", sh.name, t_fngd[0], t_sgd[0],
+                    t_fngd[0] / t_sgd[0], t_fngd[1], t_sgd[1], t_fngd[1] / t_sgd[1], t_gemm);
     }
-    jadd(E, "\n  ],\n");
+    jadd(E, "\n  ], \"network_fngd_fp32_ms\": %.3f, \"network_sgd_wgrad_fp32_ms\": %.3f, "
+            "\"network_ratio_fp32\": %.3f, \"network_fngd_tf32_ms\": %.3f, "
+            "\"network_sgd_wgrad_tf32_ms\": %.3f, \"network_ratio_tf32\": %.3f, "
+            "\"target_ratio\": 1.05},\n",
+         tot[0], tot_sgd[0], tot[0] / tot_sgd[0], tot[1], tot_sgd[1], tot[1] / tot_sgd[1]);
+    std::printf("weighted network: FP32 %.3f ms vs SGD %.3f ms (%.3fx), TF32 %.3f ms vs SGD "
+                "%.3f ms (%.3fx); target <= 1.05x\n", tot[0], tot_sgd[0], tot[0] / tot_sgd[0],
+                tot[1], tot_sgd[1], tot[1] / tot_sgd[1]);
     return true;
 }
 
+// The epoch-one step of fngd_step in per-layer mode, by phase, through the backend's own
+// operations: every layer's Gram into its block of one K array (layer_gram), ONE
+// factor_solve_batched over all the blocks (one status read for the network), every layer's
+// direction (weighted_grad); against the network's SGD weight gradients in the same math mode
+// (FP32 here: the Gram path is FP32 whatever allow_tf32 says).
 bool bench_epoch_one(Env& E, int N) {
-    // Shared buffers sized for the largest layer; contents do not matter for timing.
-    size_t in_max = 0, out_max = 0, ws_max = E.ops->solver_workspace_bytes(E.ctx, N), w_max = 0;
-    size_t a_max = 0, e_max = 0;
-    std::vector<fngd_layer_t> layers;
-    std::vector<int> counts;
-    for (const Shape& sh : resnet18()) {
+    std::vector<fngd_layer_t> layers;  // one per layer instance (counts expanded)
+    std::vector<int> shape_of;
+    size_t in_max = 0, out_max = 0, ws_max = 0, w_max = 0, sws_max = 0, a_max = 0, e_max = 0;
+    for (size_t k = 0; k < resnet18().size(); ++k) {
+        const Shape& sh = resnet18()[k];
         fngd_layer_t l;
         if (!make_layer(sh.desc, N, &l)) return false;
-        layers.push_back(l);
-        counts.push_back(sh.count);
+        for (int c = 0; c < sh.count; ++c) {
+            layers.push_back(l);
+            shape_of.push_back((int)k);
+        }
         in_max = std::max(in_max, (size_t)(N * l.in_per_sample));
         out_max = std::max(out_max, (size_t)(N * l.out_per_sample));
         ws_max = std::max(ws_max, E.ops->workspace_bytes(E.ctx, &l, N));
         w_max = std::max(w_max, (size_t)l.grad_len);
         a_max = std::max(a_max, (size_t)N * l.T * l.p);
         e_max = std::max(e_max, (size_t)N * l.T * l.q);
+        size_t need = 0;
+        int algo = -1;
+        if (cudnn_plain(E, l, N, false, &need, &algo)) sws_max = std::max(sws_max, need);
     }
-    Buf x, go, K, alpha, ws, ow, A, Eb;
-    if (!x.alloc(in_max * 4) || !go.alloc(out_max * 4) || !K.alloc((size_t)N * N * 4) ||
-        !alpha.alloc(N * 4) || !ws.alloc(ws_max) || !ow.alloc(w_max * 4) || !A.alloc(a_max * 4) ||
-        !Eb.alloc(e_max * 4))
+    const int count = (int)layers.size();
+    ws_max = std::max(ws_max, E.ops->solver_batched_workspace_bytes(E.ctx, N, count));
+    Buf x, go, K, alpha, ws, ow, sws, A, Eb;
+    if (!x.alloc(in_max * 4) || !go.alloc(out_max * 4) || !K.alloc((size_t)count * N * N * 4) ||
+        !alpha.alloc((size_t)count * N * 4) || !ws.alloc(ws_max) || !ow.alloc(w_max * 4) ||
+        !sws.alloc(sws_max) || !A.alloc(a_max * 4) || !Eb.alloc(e_max * 4))
         return false;
-    jadd(E, "  \"epoch_one\": {\"N\": %d, \"layers\": [\n", N);
-    double total_collect = 0, total_gemm = 0;
-    for (size_t i = 0; i < layers.size(); ++i) {
-        const fngd_layer_t& l = layers[i];
-        const fngd_layer_batch_t b = {x.f(), go.f()};
-        double t_collect = 0, t_gemm = 0;
+    const fngd_layer_batch_t b = {x.f(), go.f()};
+    const std::vector<double> floors(count, 0.0);
+    std::vector<int> info(count);
+    std::vector<double> shift(count), trace(count);
+    // Per shape: Gram, direction, SGD weight gradient (each timed once per shape).
+    jadd(E, "  \"epoch_one\": {\"N\": %d, \"layers\": %d, \"shapes\": [\n", N, count);
+    double gram_total = 0, reduce_total = 0, sgd_total = 0;
+    for (size_t k = 0; k < resnet18().size(); ++k) {
+        fngd_layer_t l;
+        if (!make_layer(resnet18()[k].desc, N, &l)) return false;
+        double t_gram = 0, t_red = 0, t_sgd = 0;
+        size_t need = 0;
+        int algo = -1;
+        const bool dnn = cudnn_plain(E, l, N, false, &need, &algo);
         if (!E.timer.median_ms([&] {
                 CF(E.ops->layer_gram(E.ctx, &l, &b, N, (float)N, K.f(), 0, ws.p, ws.bytes, E.s,
                                      &g_err));
-                // K is the Gram of this (random) data, so positive semidefinite; trace-relative
-                // damping 1 keeps it well conditioned. Timing does not depend on the values.
-                int info = 0;
-                double shift = 0, trace = 0;
-                CF(E.ops->factor_solve(E.ctx, K.f(), N, FNGD_DAMPING_TRACE_RELATIVE, 1.0, 1.0,
-                                       nullptr, 0, alpha.f(), &info, &shift, &trace, ws.p, ws.bytes,
-                                       E.s, &g_err));
                 return true;
-            }, &t_collect))
+            }, &t_gram) ||
+            !E.timer.median_ms([&] {
+                CF(E.ops->weighted_grad(E.ctx, &l, &b, N, alpha.f(), (float)N, ow.f(),
+                                        l.n_bias ? ow.f() + l.n_weight : nullptr, ws.p,
+                                        ws.bytes, E.s, &g_err));
+                return true;
+            }, &t_red) ||
+            !E.timer.median_ms([&] { return sgd_wgrad(E, l, N, false, dnn, x, go, A, Eb, ow, sws); },
+                               &t_sgd))
             return false;
-        if (!E.timer.median_ms([&] { return wgrad_gemm(E, l, N, A, Eb, ow); }, &t_gemm))
-            return false;
-        total_collect += counts[i] * t_collect;
-        total_gemm += counts[i] * t_gemm;
-        jadd(E, "%s    {\"layer\": \"%s\", \"count\": %d, \"method\": \"%s\", "
-                "\"gram_factor_solve_ms\": %.4f, \"wgrad_gemm_ms\": %.4f}",
-             i ? ",\n" : "", resnet18()[i].name, counts[i],
-             l.method == FNGD_GRAM_POSITION ? "position" : "materialize", t_collect, t_gemm);
-        std::printf("epoch one %-28s %-11s gram+factor+solve %8.3f ms  wgrad GEMM %8.3f ms\n",
-                    resnet18()[i].name, l.method == FNGD_GRAM_POSITION ? "position" : "materialize",
-                    t_collect, t_gemm);
+        const int c = resnet18()[k].count;
+        gram_total += c * t_gram;
+        reduce_total += c * t_red;
+        sgd_total += c * t_sgd;
+        const char* method = l.method == FNGD_GRAM_POSITION ? "position" : "materialize";
+        jadd(E, "%s    {\"layer\": \"%s\", \"count\": %d, \"method\": \"%s\", \"gram_ms\": %.4f, "
+                "\"direction_ms\": %.4f, \"sgd_wgrad_fp32_ms\": %.4f}",
+             k ? ",\n" : "", resnet18()[k].name, c, method, t_gram, t_red, t_sgd);
+        std::printf("epoch one %-26s %-11s gram %8.3f ms  direction %7.3f ms  SGD wgrad %7.3f ms\n",
+                    resnet18()[k].name, method, t_gram, t_red, t_sgd);
     }
-    jadd(E, "\n  ], \"network_gram_factor_solve_ms\": %.3f, \"network_wgrad_gemm_ms\": %.3f, "
-            "\"ratio\": %.3f},\n", total_collect, total_gemm, total_collect / total_gemm);
-    std::printf("epoch one network: gram+factor+solve %.3f ms vs wgrad GEMMs %.3f ms (%.2fx)\n",
-                total_collect, total_gemm, total_collect / total_gemm);
+    // The batched solve as the step runs it: Grams of the real layers (trace-relative damping 1
+    // keeps every block well conditioned; timing does not depend on the values).
+    for (int i = 0; i < count; ++i)
+        CF(E.ops->layer_gram(E.ctx, &layers[i], &b, N, (float)N, K.f() + (size_t)i * N * N, 0,
+                             ws.p, ws.bytes, E.s, &g_err));
+    double t_solve = 0;
+    if (!E.timer.median_ms([&] {
+            CF(E.ops->factor_solve_batched(E.ctx, K.f(), count, N, FNGD_DAMPING_TRACE_RELATIVE,
+                                           1.0, floors.data(), nullptr, 1, alpha.f(), N,
+                                           info.data(), shift.data(), trace.data(), ws.p,
+                                           ws.bytes, E.s, &g_err));
+            return true;
+        }, &t_solve))
+        return false;
+    const double step = gram_total + t_solve + reduce_total;
+    jadd(E, "\n  ], \"network_gram_ms\": %.3f, \"batched_factor_solve_ms\": %.4f, "
+            "\"batched_solve_path\": \"%s\", \"network_direction_ms\": %.3f, "
+            "\"network_step_ms\": %.3f, \"network_sgd_wgrad_fp32_ms\": %.3f, "
+            "\"ratio_to_sgd_wgrad\": %.3f},\n",
+         gram_total, t_solve,
+         fngd_cuda_chol_resolve(N, FNGD_CUDA_CHOL_AUTO) == FNGD_CUDA_CHOL_BATCHED ? "batched"
+                                                                                : "looped",
+         reduce_total, step, sgd_total, step / sgd_total);
+    std::printf("epoch one network (%d layers): gram %.3f + batched factor/solve %.3f + "
+                "directions %.3f = %.3f ms vs SGD wgrad %.3f ms (%.2fx of the weight gradients "
+                "alone; the <= 2x target is per whole training step: bench/resnet18_cifar.py)\n", count, gram_total, t_solve, reduce_total, step, sgd_total,
+                step / sgd_total);
     return true;
 }
 
@@ -356,24 +476,28 @@ bool bench_limits(Env& E) {
     Buf a, b, c;
     if (!a.alloc((size_t)ns * ns * 4) || !b.alloc((size_t)ns * ns * 4) || !c.alloc((size_t)ns * ns * 4))
         return false;
-    double ts = 0, td = 0;
+    double ts = 0, tt = 0, td = 0;
     const float one = 1.0f, zero = 0.0f;
     const double oned = 1.0, zerod = 0.0;
-    if (!E.timer.median_ms([&] {
-            CB(cublasSgemm(E.blas, CUBLAS_OP_N, CUBLAS_OP_N, ns, ns, ns, &one, a.f(), ns, b.f(),
-                           ns, &zero, c.f(), ns));
-            return true;
-        }, &ts))
-        return false;
+    for (int m = 0; m < 2; ++m)
+        if (!E.timer.median_ms([&] {
+                CB(cublasSgemm(m ? E.blas_tf32 : E.blas, CUBLAS_OP_N, CUBLAS_OP_N, ns, ns, ns,
+                               &one, a.f(), ns, b.f(), ns, &zero, c.f(), ns));
+                return true;
+            }, m ? &tt : &ts))
+            return false;
     if (!E.timer.median_ms([&] {
             CB(cublasDgemm(E.blas, CUBLAS_OP_N, CUBLAS_OP_N, nd, nd, nd, &oned, (double*)a.p, nd,
                            (double*)b.p, nd, &zerod, (double*)c.p, nd));
             return true;
         }, &td))
         return false;
-    const double gs = 2.0 * ns * ns * (double)ns / ts * 1e-6, gd = 2.0 * nd * nd * (double)nd / td * 1e-6;
-    jadd(E, "  \"limits\": {\"sgemm_8192_gflops\": %.0f, \"dgemm_4096_gflops\": %.0f}\n", gs, gd);
-    std::printf("limits: SGEMM %.0f Gflop/s, DGEMM %.0f Gflop/s\n", gs, gd);
+    const double f = 2.0 * ns * ns * (double)ns;
+    const double gs = f / ts * 1e-6, gt = f / tt * 1e-6, gd = 2.0 * nd * nd * (double)nd / td * 1e-6;
+    jadd(E, "  \"limits\": {\"sgemm_8192_gflops\": %.0f, \"tf32_gemm_8192_gflops\": %.0f, "
+            "\"dgemm_4096_gflops\": %.0f}\n", gs, gt, gd);
+    std::printf("limits: SGEMM %.0f Gflop/s, TF32 GEMM %.0f Gflop/s, DGEMM %.0f Gflop/s\n", gs, gt,
+                gd);
     return true;
 }
 
@@ -390,23 +514,37 @@ bool run(const char* path) {
     cfg.max_batch = 1024;
     cfg.num_samples = 1024;
     CF(E.ops->create(&cfg, &E.ctx, &g_err));
+    cfg.allow_tf32 = 1;
+    CF(E.ops->create(&cfg, &E.ctx_tf32, &g_err));
     CK(cudaStreamCreateWithFlags(&E.s, cudaStreamNonBlocking));
     CB(cublasCreate(&E.blas));
     CB(cublasSetMathMode(E.blas, CUBLAS_DEFAULT_MATH));  // FP32 baseline, no TF32
     CB(cublasSetStream(E.blas, E.s));
+    CB(cublasCreate(&E.blas_tf32));
+    CB(cublasSetMathMode(E.blas_tf32, CUBLAS_TF32_TENSOR_OP_MATH));
+    CB(cublasSetStream(E.blas_tf32, E.s));
     if (!E.timer.init(E.s)) return false;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
+    int rt = 0, drv = 0;
+    CK(cudaRuntimeGetVersion(&rt));
+    CK(cudaDriverGetVersion(&drv));
     E.json = "{\n";
-    jadd(E, "  \"device\": \"%s\", \"sm_count\": %d, \"l2_bytes\": %d, \"repeats\": %d, "
+    jadd(E, "  \"device\": \"%s\", \"compute_capability\": \"%d.%d\", \"sm_count\": %d, "
+            "\"l2_bytes\": %d, \"cuda_runtime\": %d, \"cuda_driver\": %d, \"repeats\": %d, "
             "\"warmup\": %d, \"statistic\": \"median\",\n",
-         prop.name, prop.multiProcessorCount, prop.l2CacheSize, kRepeats, kWarmup);
+         prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize, rt, drv,
+         kRepeats, kWarmup);
+    std::printf("device %s (sm_%d%d), cuDNN path %s\n", prop.name, prop.major, prop.minor,
+                fngd_cuda_dnn_compiled() ? "compiled" : "absent");
     const int N = 128;
     bool ok = bench_weighted(E, N) && bench_epoch_one(E, N) && bench_cholesky(E) &&
               bench_limits(E);
     E.json += "}\n";
     E.ops->destroy(E.ctx);
+    E.ops->destroy(E.ctx_tf32);
     cublasDestroy(E.blas);
+    cublasDestroy(E.blas_tf32);
     cudaStreamDestroy(E.s);
     if (!ok) return false;
     FILE* f = std::fopen(path, "w");
@@ -423,6 +561,28 @@ bool run(const char* path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::string def = std::string(FNGD_BENCH_RESULTS_DIR) + "/cuda_kernels.json";
-    return run(argc > 1 ? argv[1] : def.c_str()) ? 0 : 1;
+    std::string out = std::string(FNGD_BENCH_RESULTS_DIR) + "/cuda_kernels.json";
+    for (int a = 1; a < argc; ++a) {
+        const std::string arg = argv[a];
+        if (arg == "--out" && a + 1 < argc) {
+            out = argv[++a];
+        } else if (arg.rfind("--out=", 0) == 0) {
+            out = arg.substr(6);
+        } else if (arg == "--quick") {
+            kWarmup = 2;
+            kRepeats = 5;
+        } else if (arg == "-h" || arg == "--help") {
+            std::printf("usage: %s [--out PATH | PATH] [--quick]\n"
+                        "  writes the JSON results to PATH (default %s)\n"
+                        "  --quick: 2 warm-ups and 5 timed repeats instead of 3 and 15\n",
+                        argv[0], out.c_str());
+            return 0;
+        } else if (!arg.empty() && arg[0] != '-') {
+            out = arg;
+        } else {
+            std::fprintf(stderr, "unknown argument %s (--help)\n", arg.c_str());
+            return 2;
+        }
+    }
+    return run(out.c_str()) ? 0 : 1;
 }
