@@ -11,3 +11,5 @@ if [ "${FNGD_SKIP_PYTHON:-0}" != "1" ]; then
   py=$(bash scripts/python_setup.sh | tail -n1)
   FNGD_LIBRARY="$PWD/build/libfngd.so" "$py" -m pytest python/tests -q
 fi
+# GPU check mechanics without a GPU: finds the CUDA binaries, every GPU step "skipped: no GPU".
+timeout 60 bash scripts/gpu_check.sh --dry-run build/gpu-check-dry-run >build/gpu-check-dry-run.log 2>&1 || { cat build/gpu-check-dry-run.log; exit 1; }
