@@ -1,8 +1,9 @@
-// The backends a test binary runs its backend-parameterised suites on, and how a test gets a
-// usable one. fngd_tests (which needs no CUDA) instantiates the CPU backend; fngd_cuda_tests
-// compiles the same suites with FNGD_TEST_CUDA defined and instantiates the CUDA backend. A
-// CUDA instance skips without a device, and fails instead when the environment sets
-// FNGD_REQUIRE_GPU=1, so a GPU runner cannot pass by skipping. Header-only.
+// The backends a test binary runs its backend-parameterised suites on, how a test gets a
+// usable one, and the memory the tests hand the library as backend memory. fngd_tests (which
+// needs no CUDA) instantiates the CPU backend; fngd_cuda_tests compiles the same suites with
+// FNGD_TEST_CUDA defined and instantiates the CUDA backend. A CUDA instance skips without a
+// device, and fails instead when the environment sets FNGD_REQUIRE_GPU=1, so a GPU runner
+// cannot pass by skipping. Header-only.
 #ifndef FNGD_BACKEND_PARAM_H
 #define FNGD_BACKEND_PARAM_H
 
@@ -14,7 +15,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "fngd.h"
@@ -78,6 +81,91 @@ inline void destroy_test_stream(fngd_backend_kind_t k, fngd_stream_t s) {
     (void)s;
 }
 
+// ---- the backend of a contract test ---------------------------------------------------------
+
+// The backend the running test uses: set by BackendTest::SetUp, read by the tests' configs
+// (test_util.h base_config, state_model.h sm_config).
+inline fngd_backend_kind_t& current_backend() {
+    static fngd_backend_kind_t k = test_backends()[0];
+    return k;
+}
+
+// ---- memory the tests hand the library as backend memory -----------------------------------
+// CPU binary: host memory. CUDA binary: CUDA managed memory, which host and device both
+// address, so the contract tests fill and read their buffers as they do on the CPU; test_sync()
+// must separate the library's device work from the host's next access (the helpers that read
+// or refill buffers call it). Without a device the allocation falls back to host memory (the
+// test skips before using it).
+inline void* test_alloc(size_t bytes) {
+#ifdef FNGD_TEST_CUDA
+    void* p = nullptr;
+    if (cudaMallocManaged(&p, bytes ? bytes : 1) == cudaSuccess) return p;
+    (void)cudaGetLastError();
+#endif
+    return std::malloc(bytes ? bytes : 1);
+}
+
+inline void test_free(void* p) {
+    if (!p) return;
+#ifdef FNGD_TEST_CUDA
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) == cudaSuccess && a.type == cudaMemoryTypeManaged) {
+        (void)cudaFree(p);
+        return;
+    }
+    (void)cudaGetLastError();
+#endif
+    std::free(p);
+}
+
+// Wait for all device work (every stream, every thread); a no-op on the CPU.
+inline void test_sync() {
+#ifdef FNGD_TEST_CUDA
+    if (cudaDeviceSynchronize() != cudaSuccess) (void)cudaGetLastError();
+#endif
+}
+
+template <class T>
+struct TestAllocator {
+    using value_type = T;
+    TestAllocator() = default;
+    template <class U>
+    TestAllocator(const TestAllocator<U>&) {}
+    T* allocate(size_t n) {
+        void* p = test_alloc(n * sizeof(T));
+        if (!p) throw std::bad_alloc();
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, size_t) { test_free(p); }
+};
+template <class T, class U>
+bool operator==(const TestAllocator<T>&, const TestAllocator<U>&) { return true; }
+template <class T, class U>
+bool operator!=(const TestAllocator<T>&, const TestAllocator<U>&) { return false; }
+
+// A float buffer the library may read and write as backend memory (layer buffers, rhs, loss
+// weights): std::vector<float> itself in the CPU binary.
+#ifdef FNGD_TEST_CUDA
+using Buf = std::vector<float, TestAllocator<float>>;
+#else
+using Buf = std::vector<float>;
+#endif
+
+// Fixture of a contract test parameterised over the binary's backends (FNGD_INSTANTIATE_BACKENDS):
+// skips or fails as FNGD_TEST_REQUIRE_BACKEND says, and makes the configs use the backend.
+class BackendTest : public ::testing::TestWithParam<fngd_backend_kind_t> {
+  protected:
+    void SetUp() override;
+};
+
+// The same for suites with a second parameter P: the parameter is (backend, P).
+template <class P>
+class BackendTestWith : public ::testing::TestWithParam<std::tuple<fngd_backend_kind_t, P>> {
+  protected:
+    void SetUp() override;
+    const P& param() const { return std::get<1>(this->GetParam()); }
+};
+
 }  // namespace fngd_test
 
 // First statement of a parameterised test's SetUp (or body): skips the test when its backend
@@ -91,9 +179,32 @@ inline void destroy_test_stream(fngd_backend_kind_t k, fngd_stream_t s) {
         }                                                                             \
     } while (0)
 
+inline void fngd_test::BackendTest::SetUp() {
+    FNGD_TEST_REQUIRE_BACKEND(GetParam());
+    current_backend() = GetParam();
+}
+
+template <class P>
+void fngd_test::BackendTestWith<P>::SetUp() {
+    const fngd_backend_kind_t k = std::get<0>(this->GetParam());
+    FNGD_TEST_REQUIRE_BACKEND(k);
+    current_backend() = k;
+}
+
 // Instantiates a TEST_P suite over this binary's backends.
 #define FNGD_INSTANTIATE_BACKENDS(suite)                                               \
     INSTANTIATE_TEST_SUITE_P(Backends, suite, ::testing::ValuesIn(fngd_test::test_backends()), \
                              fngd_test::backend_param_name)
+
+// Instantiates a BackendTestWith<P> suite over the binary's backends times `values` (a
+// ::testing generator of P); name(P) names the second part: Suite/Test/cpu_Name.
+#define FNGD_INSTANTIATE_BACKENDS_WITH(suite, values, name)                                \
+    INSTANTIATE_TEST_SUITE_P(                                                             \
+        Backends, suite,                                                                  \
+        ::testing::Combine(::testing::ValuesIn(fngd_test::test_backends()), values),       \
+        [](const auto& info) {                                                            \
+            return std::string(fngd_test::backend_name(std::get<0>(info.param))) + "_" +  \
+                   name(std::get<1>(info.param));                                         \
+        })
 
 #endif

@@ -1,18 +1,21 @@
-// Helpers shared by the backend-level tests (tests/test_cpu_backend.cpp and
-// tests/cuda/test_cuda_backend.cpp), which drive the operation tables of src/host/backend.h
-// directly: seeded random vectors, named layer cases and internal layers with a forced Gram
-// method. Header-only.
+// Helpers shared by the backend-level tests (tests/test_backend_conformance.cpp and the
+// backend-specific tests/test_cpu_backend.cpp, tests/cuda/test_cuda_backend.cpp), which drive
+// the operation tables of src/host/backend.h directly: seeded random vectors, named layer
+// cases, internal layers with a forced Gram method, and the naive per-sample gradients and Gram
+// of a layer from the reference (tests/reference). Header-only.
 #ifndef FNGD_BACKEND_TEST_UTIL_H
 #define FNGD_BACKEND_TEST_UTIL_H
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backend.h"
+#include "fngd_reference.h"
 #include "layer.h"
 #include "test_descs.h"
 
@@ -54,6 +57,81 @@ inline fngd_layer_t make_layer(const fngd_layer_desc_t& d, fngd_gram_method_t me
     const bool matrix = l.kind == FNGD_LAYER_LINEAR || l.kind == FNGD_LAYER_CONV2D;
     l.method = matrix ? method : FNGD_GRAM_MATERIALIZE;
     return l;
+}
+
+// Every layer kind; odd sizes, primes and non-multiples of 32 on purpose.
+inline std::vector<Case> layer_cases() {
+    std::vector<Case> c;
+    c.push_back({"linear_5x3_nobias", fngd_linear_desc(5, 3, 0)});
+    c.push_back({"linear_37x33_bias", fngd_linear_desc(37, 33, 1)});
+    fngd_layer_desc_t d = fngd_linear_desc(4, 7, 1);
+    d.positions = 3;
+    c.push_back({"linear_tokens3_bias", d});
+    d = fngd_linear_desc(17, 5, 0);
+    d.positions = 11;
+    c.push_back({"linear_tokens11_nobias", d});
+    c.push_back({"conv_s2_p1_d2_bias", conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1)});
+    c.push_back({"conv_s12_p01_d12_nobias", conv_desc(3, 4, 5, 8, 2, 3, 1, 2, 0, 1, 1, 2, 0)});
+    c.push_back({"conv_1x1_bias", conv_desc(1, 3, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1)});
+    c.push_back({"conv_3x3_p1_33ch_bias", conv_desc(3, 33, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1)});
+    c.push_back({"norm_nchw_shift", fngd_norm_affine_desc(5, 6, 1)});
+    c.push_back({"norm_nchw_noshift_37", fngd_norm_affine_desc(37, 41, 0)});
+    d = fngd_norm_affine_desc(35, 7, 1);
+    d.channels_last = 1;
+    c.push_back({"norm_channels_last_shift", d});
+    d = fngd_norm_affine_desc(3, 7, 0);
+    d.channels_last = 1;
+    c.push_back({"norm_channels_last_noshift", d});
+    c.push_back({"generic_11", fngd_generic_desc(11)});
+    c.push_back({"generic_1031", fngd_generic_desc(1031)});
+    return c;
+}
+
+// The naive per-sample gradients of a layer's batch (reference: their defining sums, in
+// double): G is N x len with row i = scale * g_i, Gabs the same sums over |terms| (the inputs'
+// absolute values), the sum|terms| that bounds every float evaluation of an entry.
+struct Naive {
+    DVec G, Gabs;
+    int64_t len = 0;
+};
+
+inline Naive naive_grads(const fngd_layer_t& l, int N, const Vec& x, const Vec& go,
+                         double scale) {
+    Naive r;
+    r.len = l.grad_len;
+    r.G.assign((size_t)N * r.len, 0.0);
+    r.Gabs.assign((size_t)N * r.len, 0.0);
+    Vec ax(x.size()), ago(go.size());
+    for (size_t k = 0; k < x.size(); ++k) ax[k] = std::fabs(x[k]);
+    for (size_t k = 0; k < go.size(); ++k) ago[k] = std::fabs(go[k]);
+    const bool generic = l.kind == FNGD_LAYER_GENERIC;
+    EXPECT_EQ(0, fngd_ref_per_sample_grads(&l.desc, N, x.data(), generic ? nullptr : go.data(),
+                                           scale, r.G.data(), r.len, 0));
+    EXPECT_EQ(0, fngd_ref_per_sample_grads(&l.desc, N, ax.data(), generic ? nullptr : ago.data(),
+                                           std::fabs(scale), r.Gabs.data(), r.len, 0));
+    return r;
+}
+
+// K = G G^T (N x N) of N rows of len doubles.
+inline DVec gram_of(const DVec& G, int N, int64_t len) {
+    DVec K((size_t)N * N, 0.0);
+    fngd_ref_gram(G.data(), N, len, K.data());
+    return K;
+}
+
+// K = G G^T (float) of a random N x 2N G: symmetric, PSD of rank N, well conditioned once
+// damped.
+inline Vec random_gram(int N, unsigned seed) {
+    const Vec G = random_vec((size_t)N * 2 * N, seed);
+    Vec K((size_t)N * N);
+    for (int i = 0; i < N; ++i)
+        for (int j = 0; j <= i; ++j) {
+            double s = 0;
+            for (int k = 0; k < 2 * N; ++k)
+                s += (double)G[(size_t)i * 2 * N + k] * G[(size_t)j * 2 * N + k];
+            K[(size_t)i * N + j] = K[(size_t)j * N + i] = (float)s;
+        }
+    return K;
 }
 
 }  // namespace fngd_test

@@ -12,6 +12,23 @@
 
 #include "fngd.h"
 
+/* The model's buffers are backend memory of the backend the running test uses: in the C++
+ * tests, backend_param.h decides (host memory, or CUDA managed memory in fngd_cuda_tests,
+ * with a device synchronisation before the host touches a buffer the library may be using);
+ * elsewhere (the fuzzer) host memory on the CPU backend. */
+#ifdef __cplusplus
+#include "backend_param.h"
+#define SM_ALLOC(bytes) fngd_test::test_alloc(bytes)
+#define SM_FREE(p) fngd_test::test_free(p)
+#define SM_SYNC() fngd_test::test_sync()
+#define SM_BACKEND fngd_test::current_backend()
+#else
+#define SM_ALLOC(bytes) malloc(bytes)
+#define SM_FREE(p) free(p)
+#define SM_SYNC() ((void)0)
+#define SM_BACKEND FNGD_BACKEND_CPU
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,6 +55,7 @@ typedef struct sm_model {
 static inline fngd_config_t sm_config(void) {
     fngd_config_t c;
     fngd_config_init(&c);
+    c.backend = SM_BACKEND;
     c.max_batch = SM_BATCH;
     c.num_samples = SM_SAMPLES;
     c.damping_kind = FNGD_DAMPING_TRACE_RELATIVE;
@@ -64,11 +82,12 @@ static inline uint64_t sm_key(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
 }
 
 static inline void sm_model_free(sm_model_t* m) {
+    SM_SYNC();
     for (int l = 0; l < SM_LAYERS; ++l) {
-        free(m->weight[l]);
-        free(m->bias[l]);
-        free(m->input[l]);
-        free(m->grad_output[l]);
+        SM_FREE(m->weight[l]);
+        SM_FREE(m->bias[l]);
+        SM_FREE(m->input[l]);
+        SM_FREE(m->grad_output[l]);
     }
     memset(m, 0, sizeof *m);
 }
@@ -90,11 +109,11 @@ static inline int sm_model_init(sm_model_t* m, uint64_t seed) {
     m->n_weight[2] = 24, m->n_bias[2] = 4;
     m->in_per_sample[2] = 6, m->out_per_sample[2] = 4;
     for (int l = 0; l < SM_LAYERS; ++l) {
-        m->weight[l] = (float*)malloc((size_t)m->n_weight[l] * sizeof(float));
-        m->bias[l] = (float*)malloc((size_t)m->n_bias[l] * sizeof(float));
-        m->input[l] = (float*)malloc((size_t)(SM_BATCH * m->in_per_sample[l]) * sizeof(float));
+        m->weight[l] = (float*)SM_ALLOC((size_t)m->n_weight[l] * sizeof(float));
+        m->bias[l] = (float*)SM_ALLOC((size_t)m->n_bias[l] * sizeof(float));
+        m->input[l] = (float*)SM_ALLOC((size_t)(SM_BATCH * m->in_per_sample[l]) * sizeof(float));
         m->grad_output[l] =
-            (float*)malloc((size_t)(SM_BATCH * m->out_per_sample[l]) * sizeof(float));
+            (float*)SM_ALLOC((size_t)(SM_BATCH * m->out_per_sample[l]) * sizeof(float));
         if (!m->weight[l] || !m->bias[l] || !m->input[l] || !m->grad_output[l]) {
             sm_model_free(m);
             return -1;
@@ -111,6 +130,7 @@ static inline int sm_model_init(sm_model_t* m, uint64_t seed) {
 
 /* dst's parameters = src's (same model shape). */
 static inline void sm_copy_params(sm_model_t* dst, const sm_model_t* src) {
+    SM_SYNC();
     for (int l = 0; l < SM_LAYERS; ++l) {
         memcpy(dst->weight[l], src->weight[l], (size_t)src->n_weight[l] * sizeof(float));
         memcpy(dst->bias[l], src->bias[l], (size_t)src->n_bias[l] * sizeof(float));
@@ -119,6 +139,7 @@ static inline void sm_copy_params(sm_model_t* dst, const sm_model_t* src) {
 
 /* 1 when both models hold bit-identical parameters. */
 static inline int sm_same_params(const sm_model_t* a, const sm_model_t* b) {
+    SM_SYNC();
     for (int l = 0; l < SM_LAYERS; ++l)
         if (memcmp(a->weight[l], b->weight[l], (size_t)a->n_weight[l] * sizeof(float)) != 0 ||
             memcmp(a->bias[l], b->bias[l], (size_t)a->n_bias[l] * sizeof(float)) != 0)
@@ -175,6 +196,7 @@ static inline fngd_status_t sm_run(fngd_handle_t h, sm_model_t* m, int begin, in
         } else {
             int64_t ids[SM_BATCH];
             sm_step_ids(epoch, step, ids);
+            SM_SYNC(); /* the previous step may still read the batch buffers */
             sm_fill_batch(m, ids);
             fngd_layer_batch_t b[SM_LAYERS];
             for (int l = 0; l < SM_LAYERS; ++l) {
@@ -185,6 +207,7 @@ static inline fngd_status_t sm_run(fngd_handle_t h, sm_model_t* m, int begin, in
         }
         if (s != FNGD_SUCCESS) return s;
     }
+    SM_SYNC(); /* the caller may read the parameters next */
     return FNGD_SUCCESS;
 }
 

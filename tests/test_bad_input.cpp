@@ -2,7 +2,7 @@
 // that nothing changed -- parameters, grad buffers, stats (save rejected_steps, which counts the
 // refusal), stored coefficients -- and that the hidden state (momentum, epoch bookkeeping)
 // is intact: the next valid step gives bit-identical results to a twin handle that never saw
-// the bad call.
+// the bad call. Every test runs on each backend of the binary (backend_param.h).
 #include "test_util.h"
 
 using namespace fngd_test;
@@ -20,12 +20,13 @@ struct Snapshot {
     int num_layers = 0;
 };
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+template <class A, class B>
+bool same_bits(const A& a, const B& b) {
     return a.size() == b.size() &&
            (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
-class BadInput : public ::testing::Test {
+class BadInput : public BackendTest {
   protected:
     Model m, twin;
     fngd_config_t cfg{};
@@ -61,7 +62,7 @@ class BadInput : public ::testing::Test {
         ASSERT_TRUE(make_handle(cfg, m, h));
         ASSERT_TRUE(make_handle(cfg, twin, ht));
         ids = iota_ids(kN);
-        std::vector<float> rhs((size_t)kN, 1.5f);
+        Buf rhs((size_t)kN, 1.5f);  // backend memory
         const float* r = cfg.rhs == FNGD_RHS_CUSTOM ? rhs.data() : nullptr;
         new_batch();
         ASSERT_TRUE(step_ok(h, m, kN, ids.data(), r));
@@ -90,9 +91,10 @@ class BadInput : public ::testing::Test {
 
     Snapshot snap() {
         Snapshot s;
+        test_sync();  // the buffers are read after the library's device work
         for (int l = 0; l < m.size(); ++l)
             for (auto* v : {&m[l].weight, &m[l].bias, &m[l].grad_weight, &m[l].grad_bias})
-                s.buffers.push_back(*v);
+                s.buffers.emplace_back(v->begin(), v->end());
         for (int b = 0; b < m.num_blocks(cfg.coef_mode); ++b)
             s.coefs.push_back(get_coefs(h, b, iota_ids((int)kSamples)));
         s.stats = get_stats(h);
@@ -131,7 +133,7 @@ class BadInput : public ::testing::Test {
     // The next valid step of h equals the twin's bit for bit (momentum, phase and keys intact).
     void expect_same_future() {
         new_batch();
-        std::vector<float> rhs((size_t)kN, 0.75f);
+        Buf rhs((size_t)kN, 0.75f);  // backend memory
         const float* r = cfg.rhs == FNGD_RHS_CUSTOM ? rhs.data() : nullptr;
         ASSERT_TRUE(step_ok(h, m, kN, ids.data(), r));
         ASSERT_TRUE(step_ok(ht, twin, kN, ids.data(), r));
@@ -150,7 +152,7 @@ class BadInput : public ::testing::Test {
     // Loss weights asked for where there are none (per-layer mode, or before the reuse
     // phase): refused with INVALID_STATE, the output array untouched, nothing else changed.
     void expect_loss_weights_invalid_state() {
-        std::vector<float> w((size_t)kN, 42.0f);
+        Buf w((size_t)kN, 42.0f);  // backend memory
         Snapshot s = snap();
         expect_rejected(fngd_get_loss_weights(h, kN, ids.data(), w.data(), nullptr),
                         FNGD_ERROR_INVALID_STATE, s, false);
@@ -164,7 +166,7 @@ class BadInput : public ::testing::Test {
     }
 };
 
-TEST_F(BadInput, NullHandle) {
+TEST_P(BadInput, NullHandle) {
     init();
     auto b = m.batches();
     fngd_stats_t st;
@@ -196,7 +198,7 @@ TEST_F(BadInput, NullHandle) {
     expect_same_future();
 }
 
-TEST_F(BadInput, NullConfigOrHandleOutput) {
+TEST_P(BadInput, NullConfigOrHandleOutput) {
     fngd_handle_t out = reinterpret_cast<fngd_handle_t>(0x1);
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_create(nullptr, &out));
     EXPECT_EQ(nullptr, out);
@@ -207,7 +209,7 @@ TEST_F(BadInput, NullConfigOrHandleOutput) {
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_config_init(nullptr));
 }
 
-TEST_F(BadInput, NullBatches) {
+TEST_P(BadInput, NullBatches) {
     init();
     Snapshot s = snap();
     expect_rejected(fngd_step(h, kN, ids.data(), nullptr, nullptr, nullptr),
@@ -215,7 +217,7 @@ TEST_F(BadInput, NullBatches) {
     expect_same_future();
 }
 
-TEST_F(BadInput, NullInputPointers) {
+TEST_P(BadInput, NullInputPointers) {
     for (bool reuse : {false, true}) {
         SCOPED_TRACE(reuse ? "reuse" : "collect");
         reset();
@@ -235,7 +237,7 @@ TEST_F(BadInput, NullInputPointers) {
     }
 }
 
-TEST_F(BadInput, NullOutputArguments) {
+TEST_P(BadInput, NullOutputArguments) {
     init();
     Snapshot s = snap();
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_stats(h, nullptr));
@@ -261,7 +263,7 @@ TEST_F(BadInput, NullOutputArguments) {
 }
 
 // Descriptors that describe no layer: add_layer refuses them and the layer count stays.
-TEST_F(BadInput, WrongShapesInDescriptors) {
+TEST_P(BadInput, WrongShapesInDescriptors) {
     fngd_config_t c = base_config(4, 8);
     Handle fresh;
     ASSERT_EQ(FNGD_SUCCESS, fngd_create(&c, &fresh.h));
@@ -324,7 +326,7 @@ TEST_F(BadInput, WrongShapesInDescriptors) {
     EXPECT_STRNE("", fngd_get_last_error(fresh));
 }
 
-TEST_F(BadInput, IdsOutOfRangeNegativeDuplicated) {
+TEST_P(BadInput, IdsOutOfRangeNegativeDuplicated) {
     for (bool reuse : {false, true}) {
         SCOPED_TRACE(reuse ? "reuse" : "collect");
         reset();
@@ -341,7 +343,7 @@ TEST_F(BadInput, IdsOutOfRangeNegativeDuplicated) {
             expect_rejected(step_with(m.batches(), kN, b.data()), FNGD_ERROR_INVALID_ARGUMENT, s,
                             true);
             if (reuse) {  // the loss-weight query validates ids the same way
-                std::vector<float> w((size_t)kN, 42.0f);
+                Buf w((size_t)kN, 42.0f);  // backend memory
                 s = snap();
                 expect_rejected(fngd_get_loss_weights(h, kN, b.data(), w.data(), nullptr),
                                 FNGD_ERROR_INVALID_ARGUMENT, s, false);
@@ -353,7 +355,7 @@ TEST_F(BadInput, IdsOutOfRangeNegativeDuplicated) {
 }
 
 // Position keys past num_samples (steps_in_epoch * max_batch + N > num_samples).
-TEST_F(BadInput, PositionKeysPastNumSamples) {
+TEST_P(BadInput, PositionKeysPastNumSamples) {
     init();  // one step with ids taken in this epoch: position keys now start at kN
     for (int s = 0; s < 3; ++s) {
         new_batch();
@@ -368,7 +370,7 @@ TEST_F(BadInput, PositionKeysPastNumSamples) {
     expect_same_future();
 }
 
-TEST_F(BadInput, NonFiniteInputs) {
+TEST_P(BadInput, NonFiniteInputs) {
     const float bad_values[] = {NAN, INFINITY, -INFINITY};
     for (bool reuse : {false, true}) {
         SCOPED_TRACE(reuse ? "reuse" : "collect");
@@ -378,7 +380,7 @@ TEST_F(BadInput, NonFiniteInputs) {
             for (float v : bad_values) {
                 for (int which = 0; which < 2; ++which) {
                     if (which == 1 && m[l].desc.kind == FNGD_LAYER_GENERIC) continue;
-                    std::vector<float>& buf = which ? m[l].grad_output : m[l].input;
+                    Buf& buf = which ? m[l].grad_output : m[l].input;
                     size_t at = buf.size() - 1 - (size_t)l;  // the last sample
                     float keep = buf[at];
                     buf[at] = v;
@@ -399,9 +401,9 @@ TEST_F(BadInput, NonFiniteInputs) {
     }
 }
 
-TEST_F(BadInput, NonFiniteCustomRhs) {
+TEST_P(BadInput, NonFiniteCustomRhs) {
     init(FNGD_COEF_PER_LAYER, false, [](fngd_config_t& c) { c.rhs = FNGD_RHS_CUSTOM; });
-    std::vector<float> rhs((size_t)kN, 1.0f);
+    Buf rhs((size_t)kN, 1.0f);  // backend memory
     rhs[3] = NAN;
     Snapshot s = snap();
     expect_rejected(step_with(m.batches(), kN, ids.data(), rhs.data()), FNGD_ERROR_NONFINITE, s,
@@ -410,7 +412,7 @@ TEST_F(BadInput, NonFiniteCustomRhs) {
     expect_same_future();
 }
 
-TEST_F(BadInput, BatchSizeOutOfRange) {
+TEST_P(BadInput, BatchSizeOutOfRange) {
     init();
     for (int n : {0, -1, kN + 1, 1 << 20}) {
         std::vector<int64_t> many = iota_ids(std::max(n, 1));
@@ -421,7 +423,7 @@ TEST_F(BadInput, BatchSizeOutOfRange) {
     expect_same_future();
 }
 
-TEST_F(BadInput, AddLayerAfterFirstStep) {
+TEST_P(BadInput, AddLayerAfterFirstStep) {
     init();
     fngd_layer_desc_t d = fngd_linear_desc(2, 2, 0);
     Layer extra(d);
@@ -432,7 +434,7 @@ TEST_F(BadInput, AddLayerAfterFirstStep) {
     expect_same_future();
 }
 
-TEST_F(BadInput, EndEpochWithoutStep) {
+TEST_P(BadInput, EndEpochWithoutStep) {
     fngd_config_t c = base_config(4, 8);
     Handle fresh;
     ASSERT_EQ(FNGD_SUCCESS, fngd_create(&c, &fresh.h));
@@ -451,19 +453,19 @@ TEST_F(BadInput, EndEpochWithoutStep) {
     expect_same_future();
 }
 
-TEST_F(BadInput, LossWeightsInPerLayerMode) {
+TEST_P(BadInput, LossWeightsInPerLayerMode) {
     init(FNGD_COEF_PER_LAYER, /*reuse=*/true);
     expect_loss_weights_invalid_state();
 }
 
-TEST_F(BadInput, LossWeightsInCollectPhase) {
+TEST_P(BadInput, LossWeightsInCollectPhase) {
     init(FNGD_COEF_GLOBAL, /*reuse=*/false);
     expect_loss_weights_invalid_state();
 }
 
-TEST_F(BadInput, LossWeightsBadArguments) {
+TEST_P(BadInput, LossWeightsBadArguments) {
     init(FNGD_COEF_GLOBAL, /*reuse=*/true);
-    std::vector<float> w((size_t)kN, 42.0f);
+    Buf w((size_t)kN, 42.0f);  // backend memory
     Snapshot s = snap();
     expect_rejected(fngd_get_loss_weights(h, kN, ids.data(), nullptr, nullptr),
                     FNGD_ERROR_INVALID_ARGUMENT, s, false);
@@ -475,7 +477,7 @@ TEST_F(BadInput, LossWeightsBadArguments) {
     expect_same_future();
 }
 
-TEST_F(BadInput, CustomRhsMissing) {
+TEST_P(BadInput, CustomRhsMissing) {
     init(FNGD_COEF_GLOBAL, false, [](fngd_config_t& c) { c.rhs = FNGD_RHS_CUSTOM; });
     Snapshot s = snap();
     expect_rejected(step_with(m.batches(), kN, ids.data(), nullptr), FNGD_ERROR_INVALID_ARGUMENT,
@@ -486,7 +488,7 @@ TEST_F(BadInput, CustomRhsMissing) {
 // Damping 0 and no retries: a zero Gram cannot be factorised. With only the last layer's
 // data zero (per-layer mode), the earlier layers' solves succeed first; still nothing may
 // be stored or applied.
-TEST_F(BadInput, NotPositiveDefiniteAfterRetries) {
+TEST_P(BadInput, NotPositiveDefiniteAfterRetries) {
     for (int mode = 0; mode < 2; ++mode) {
         for (bool only_last : {false, true}) {
             SCOPED_TRACE(std::to_string(mode) + (only_last ? " last layer zero" : " all zero"));
@@ -509,8 +511,13 @@ TEST_F(BadInput, NotPositiveDefiniteAfterRetries) {
     }
 }
 
+FNGD_INSTANTIATE_BACKENDS(BadInput);
+
 // Configurations fngd_create must refuse, leaving *handle NULL and saying why.
-TEST(BadConfig, InvalidValuesAreRejected) {
+class BadConfig : public BackendTest {};
+FNGD_INSTANTIATE_BACKENDS(BadConfig);
+
+TEST_P(BadConfig, InvalidValuesAreRejected) {
     struct Bad {
         const char* name;
         void (*apply)(fngd_config_t&);

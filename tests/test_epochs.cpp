@@ -1,6 +1,7 @@
 // State over several steps and epochs: reuse steps use exactly the stored coefficients,
 // recompute every R epochs, fallback for unseen ids, position keys, the damping retry path,
-// global-mode loss weights, the library's SGD update and the stats counters.
+// global-mode loss weights, the library's SGD update and the stats counters. Every test runs on
+// each backend of the binary (backend_param.h).
 #include "alloc.h"
 #include "epoch.h"
 #include "state_format.h"
@@ -66,7 +67,9 @@ void expect_collect_step(fngd_handle_t h, const Model& m, const fngd_config_t& c
     }
 }
 
-class EpochsByMode : public ::testing::TestWithParam<fngd_coef_mode_t> {};
+class EpochsByMode : public BackendTestWith<fngd_coef_mode_t> {};
+
+std::string mode_name(fngd_coef_mode_t m) { return m == FNGD_COEF_GLOBAL ? "Global" : "PerLayer"; }
 
 // Collect epoch, then two reuse epochs (R = 0: never recompute). Every reuse step's direction
 // is sum_i alpha_i g_i with alpha read back by fngd_get_coefficients; nothing is factorised
@@ -74,11 +77,11 @@ class EpochsByMode : public ::testing::TestWithParam<fngd_coef_mode_t> {};
 TEST_P(EpochsByMode, ReuseUsesStoredCoefficients) {
     const int N = 13, steps = 3;
     const int64_t ns = N * steps;
-    Rng rng(100 + GetParam());
+    Rng rng(100 + param());
     Model m;
     build_model(m);
     fngd_config_t cfg = base_config(N, ns);
-    cfg.coef_mode = GetParam();
+    cfg.coef_mode = param();
     const int nb = m.num_blocks(cfg.coef_mode);
     Handle h;
     ASSERT_TRUE(make_handle(cfg, m, h));
@@ -129,11 +132,11 @@ TEST_P(EpochsByMode, ReuseUsesStoredCoefficients) {
 TEST_P(EpochsByMode, RecomputeEveryTwoEpochs) {
     const int N = 7, steps = 2;
     const int64_t ns = N * steps;
-    Rng rng(200 + GetParam());
+    Rng rng(200 + param());
     Model m;
     build_model(m);
     fngd_config_t cfg = base_config(N, ns);
-    cfg.coef_mode = GetParam();
+    cfg.coef_mode = param();
     cfg.recompute_every = 2;
     const int nb = m.num_blocks(cfg.coef_mode);
     Handle h;
@@ -169,11 +172,8 @@ TEST_P(EpochsByMode, RecomputeEveryTwoEpochs) {
     EXPECT_EQ(2 * steps * nb, st.factorizations);
 }
 
-INSTANTIATE_TEST_SUITE_P(Epochs, EpochsByMode,
-                         ::testing::Values(FNGD_COEF_PER_LAYER, FNGD_COEF_GLOBAL),
-                         [](const ::testing::TestParamInfo<fngd_coef_mode_t>& i) {
-                             return std::string(i.param == FNGD_COEF_GLOBAL ? "Global" : "PerLayer");
-                         });
+FNGD_INSTANTIATE_BACKENDS_WITH(EpochsByMode,
+                               ::testing::Values(FNGD_COEF_PER_LAYER, FNGD_COEF_GLOBAL), mode_name);
 
 // Ids never seen in the collect epoch get the stored mean of their set or 1/N, and are
 // counted in stats.fallback_ids.
@@ -181,17 +181,17 @@ struct FallbackCase {
     fngd_coef_mode_t mode;
     fngd_fallback_t fallback;
 };
-class Fallback : public ::testing::TestWithParam<FallbackCase> {};
+class Fallback : public BackendTestWith<FallbackCase> {};
 
 TEST_P(Fallback, UnseenIdsUseFallbackAndAreCounted) {
     const int N = 7;
     const int64_t seen = 2 * N, ns = seen + 5;  // ids seen..ns-1 never visited in epoch 0
-    Rng rng(300 + 2 * GetParam().mode + GetParam().fallback);
+    Rng rng(300 + 2 * param().mode + param().fallback);
     Model m;
     build_model(m);
     fngd_config_t cfg = base_config(N, ns);
-    cfg.coef_mode = GetParam().mode;
-    cfg.fallback = GetParam().fallback;
+    cfg.coef_mode = param().mode;
+    cfg.fallback = param().fallback;
     const int nb = m.num_blocks(cfg.coef_mode);
     Handle h;
     ASSERT_TRUE(make_handle(cfg, m, h));
@@ -232,20 +232,24 @@ TEST_P(Fallback, UnseenIdsUseFallbackAndAreCounted) {
     EXPECT_EQ(5, unseen_total);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Epochs, Fallback,
+std::string fallback_name(const FallbackCase& c) {
+    return mode_name(c.mode) + (c.fallback == FNGD_FALLBACK_UNIFORM ? "Uniform" : "StoredMean");
+}
+FNGD_INSTANTIATE_BACKENDS_WITH(
+    Fallback,
     ::testing::Values(FallbackCase{FNGD_COEF_PER_LAYER, FNGD_FALLBACK_STORED_MEAN},
                       FallbackCase{FNGD_COEF_PER_LAYER, FNGD_FALLBACK_UNIFORM},
                       FallbackCase{FNGD_COEF_GLOBAL, FNGD_FALLBACK_STORED_MEAN},
                       FallbackCase{FNGD_COEF_GLOBAL, FNGD_FALLBACK_UNIFORM}),
-    [](const ::testing::TestParamInfo<FallbackCase>& i) {
-        return std::string(i.param.mode == FNGD_COEF_GLOBAL ? "Global" : "PerLayer") +
-               (i.param.fallback == FNGD_FALLBACK_UNIFORM ? "Uniform" : "StoredMean");
-    });
+    fallback_name);
+
+// The single-configuration contract tests, on every backend of the binary.
+class Epochs : public BackendTest {};
+FNGD_INSTANTIATE_BACKENDS(Epochs);
 
 // sample_ids == NULL keys by position: key = steps_in_epoch * max_batch + i. A short last
 // batch leaves its tail keys unstored.
-TEST(Epochs, PositionKeys) {
+TEST_P(Epochs, PositionKeys) {
     const int M = 8;
     const int sizes[] = {M, M, 5};
     const int64_t ns = 3 * M;
@@ -279,7 +283,7 @@ TEST(Epochs, PositionKeys) {
 // A singular Gram (all inputs zero, damping 0) fails Cholesky; the library raises the damping
 // and retries, and the step succeeds with a zero direction. The plain alpha is then 1/shift
 // (positive); the range filter keeps nothing of it, since all of it lies in K's null space.
-TEST(Epochs, RetryOnSingularGram) {
+TEST_P(Epochs, RetryOnSingularGram) {
     for (fngd_coef_mode_t mode : {FNGD_COEF_PER_LAYER, FNGD_COEF_GLOBAL}) {
         for (fngd_damping_kind_t dk : {FNGD_DAMPING_ABSOLUTE, FNGD_DAMPING_TRACE_RELATIVE})
         for (fngd_coef_filter_t filter : {FNGD_FILTER_NONE, FNGD_FILTER_RANGE}) {
@@ -322,7 +326,7 @@ TEST(Epochs, RetryOnSingularGram) {
 // Global mode: weights w_i = N alpha_i, and back-propagating the weighted mean loss
 // (1/N) sum_i w_i l_i -- i.e. scaling each sample's mean-loss output gradient by w_i and
 // forming the ordinary weight gradient -- reproduces the direction of a reuse step.
-TEST(Epochs, GlobalLossWeightsReproduceDirection) {
+TEST_P(Epochs, GlobalLossWeightsReproduceDirection) {
     const int N = 7;
     const int64_t seen = 2 * N, ns = seen + 1;  // id `seen` is never visited
     Rng rng(600);
@@ -332,7 +336,7 @@ TEST(Epochs, GlobalLossWeightsReproduceDirection) {
     cfg.coef_mode = FNGD_COEF_GLOBAL;
     Handle h;
     ASSERT_TRUE(make_handle(cfg, m, h));
-    std::vector<float> w((size_t)N, -1.0f);
+    Buf w((size_t)N, -1.0f);  // backend memory
     auto ids0 = iota_ids(N);
     EXPECT_EQ(FNGD_ERROR_INVALID_STATE, fngd_get_loss_weights(h, N, ids0.data(), w.data(), nullptr));
     for (int s = 0; s < 2; ++s) {
@@ -345,6 +349,7 @@ TEST(Epochs, GlobalLossWeightsReproduceDirection) {
     std::vector<int64_t> ids = {5, seen, 0, 11, 7, 2, 13};
     ASSERT_EQ(FNGD_SUCCESS, fngd_get_loss_weights(h, N, ids.data(), w.data(), nullptr))
         << fngd_get_last_error(h);
+    test_sync();
     EXPECT_EQ(1, get_stats(h).fallback_ids);
     std::vector<float> alpha = get_coefs(h, 0, ids);
     double mean = 0;
@@ -372,7 +377,7 @@ TEST(Epochs, GlobalLossWeightsReproduceDirection) {
 // FNGD_OUTPUT_APPLY_SGD: the parameters follow the SGD reference (momentum, weight decay,
 // learning-rate change) applied to the direction a twin WRITE_GRAD handle produces on the same
 // data, over a collect epoch and two reuse epochs. The APPLY_SGD layers have no grad buffers.
-TEST(Epochs, ApplySgdFollowsReference) {
+TEST_P(Epochs, ApplySgdFollowsReference) {
     struct Opt {
         float momentum, weight_decay;
     };
@@ -447,7 +452,7 @@ TEST(Epochs, ApplySgdFollowsReference) {
 // One phase rule (fngd_epoch_phase) for a new handle, every fngd_end_epoch and a loaded state:
 // collect in epoch 0 and every multiple of R > 0, reuse otherwise. The checkpoint still carries
 // the have_collected word of format 1, now derived: 1 exactly when epoch > 0.
-TEST(Epochs, PhaseFollowsOneRuleAcrossCreateEndEpochAndLoad) {
+TEST_P(Epochs, PhaseFollowsOneRuleAcrossCreateEndEpochAndLoad) {
     const int N = 3;
     Rng rng(850);
     for (int R : {0, 1, 2, 3}) {
@@ -508,7 +513,7 @@ TEST(Epochs, PhaseFollowsOneRuleAcrossCreateEndEpochAndLoad) {
 }
 
 // The stats fields after collect and reuse steps, against what the test knows.
-TEST(Epochs, StatsFields) {
+TEST_P(Epochs, StatsFields) {
     const int N = 5;
     const int64_t ns = 2 * N + 3;
     Rng rng(800);
@@ -590,7 +595,7 @@ namespace {
 
 // Global mode with position keys: each fngd_get_loss_weights call stands for one reuse step
 // (keys steps_in_epoch * max_batch + i), so consecutive calls walk the epoch's keys.
-TEST(Epochs, LossWeightsWithPositionKeys) {
+TEST_P(Epochs, LossWeightsWithPositionKeys) {
     const int M = 6;
     const int64_t ns = 2 * M;
     Rng rng(650);
@@ -606,9 +611,10 @@ TEST(Epochs, LossWeightsWithPositionKeys) {
     }
     ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(h, nullptr));
     for (int s = 0; s < 2; ++s) {
-        std::vector<float> w((size_t)M, -1.0f);
+        Buf w((size_t)M, -1.0f);  // backend memory
         ASSERT_EQ(FNGD_SUCCESS, fngd_get_loss_weights(h, M, nullptr, w.data(), nullptr))
             << fngd_get_last_error(h);
+        test_sync();
         std::vector<float> alpha = get_coefs(h, 0, iota_ids(M, (int64_t)s * M));
         for (int i = 0; i < M; ++i)
             EXPECT_NEAR(M * (double)alpha[(size_t)i], w[(size_t)i],
@@ -620,7 +626,7 @@ TEST(Epochs, LossWeightsWithPositionKeys) {
 
 // With FNGD_RHS_CUSTOM the right-hand side is needed only where a solve happens: a reuse step
 // takes rhs = NULL, and the stored coefficients are those of the custom solve.
-TEST(Epochs, CustomRhsOnlyInCollectPhase) {
+TEST_P(Epochs, CustomRhsOnlyInCollectPhase) {
     const int N = 7;
     Rng rng(660);
     Model m;
@@ -630,7 +636,7 @@ TEST(Epochs, CustomRhsOnlyInCollectPhase) {
     cfg.coef_mode = FNGD_COEF_GLOBAL;
     Handle h;
     ASSERT_TRUE(make_handle(cfg, m, h));
-    std::vector<float> rhs((size_t)N);
+    Buf rhs((size_t)N);  // backend memory
     for (float& r : rhs) r = (float)rng.uniform(0.2, 3.0);
     auto ids = iota_ids(N);
     m.randomize(rng, N);
@@ -650,7 +656,7 @@ namespace {
 
 // A reuse step allocates nothing (it must be capturable in a CUDA graph and cost what an SGD
 // step costs); the host allocator's counter sees every library allocation.
-TEST(Epochs, ReuseStepAllocatesNothing) {
+TEST_P(Epochs, ReuseStepAllocatesNothing) {
     for (fngd_output_t out : {FNGD_OUTPUT_WRITE_GRAD, FNGD_OUTPUT_APPLY_SGD}) {
         const int N = 7;
         Rng rng(670);

@@ -1,7 +1,9 @@
-// Checkpoints (fngd_state_size / save_state / load_state / save_file / load_file) on the CPU
-// backend: the format, exact resume at every point of a 3-epoch run, and that every bad image
-// (other version, configuration or layer set, truncated, bit-flipped, forged) is refused with
-// the documented status while the live state stays byte-for-byte what it was.
+// Checkpoints (fngd_state_size / save_state / load_state / save_file / load_file): the format,
+// exact resume at every point of a 3-epoch run, and that every bad image (other version,
+// configuration or layer set, truncated, bit-flipped, forged) is refused with the documented
+// status while the live state stays byte-for-byte what it was. These run on each backend of the
+// binary (backend_param.h); the CRC and the file-level tests (one forks a writer, which a CUDA
+// process must not do) are host-only and run in fngd_tests alone.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -108,6 +111,7 @@ constexpr size_t kSectionsAt = kLayersAt + SM_LAYERS * FNGD_STATE_LAYER_BYTES;
 
 // ---- CRC-32 ------------------------------------------------------------------------------------
 
+#ifndef FNGD_TEST_CUDA
 TEST(StateCrc32, MatchesTheStandardCheckValueAndTheBitwiseDefinition) {
     EXPECT_EQ(0xCBF43926u, fngd_crc32(0, "123456789", 9));
     EXPECT_EQ(0u, fngd_crc32(0, "", 0));
@@ -125,10 +129,14 @@ TEST(StateCrc32, MatchesTheStandardCheckValueAndTheBitwiseDefinition) {
         EXPECT_EQ(want, fngd_crc32(fngd_crc32(0, buf.data(), cut), buf.data() + cut,
                                    buf.size() - cut));
 }
+#endif
 
 // ---- format ------------------------------------------------------------------------------------
 
-TEST(StateFormat, HeaderIsLittleEndianAndSizedAsDocumented) {
+class StateFormat : public fngd_test::BackendTest {};
+FNGD_INSTANTIATE_BACKENDS(StateFormat);
+
+TEST_P(StateFormat, HeaderIsLittleEndianAndSizedAsDocumented) {
     Trained t(3);
     std::vector<uint8_t> img = save(t.handle);
     ASSERT_GT(img.size(), kSectionsAt);
@@ -151,13 +159,13 @@ TEST(StateFormat, HeaderIsLittleEndianAndSizedAsDocumented) {
     EXPECT_EQ(fngd_crc32(0, img.data(), img.size() - 4), fngd_load_u32(img.data() + img.size() - 4));
 }
 
-TEST(StateFormat, SaveIsDeterministicAndLeavesTheHandleAlone) {
+TEST_P(StateFormat, SaveIsDeterministicAndLeavesTheHandleAlone) {
     Trained t(2);
     std::vector<uint8_t> a = save(t.handle), b = save(t.handle);
     EXPECT_EQ(a, b);
 }
 
-TEST(StateFormat, ArgumentAndOrderErrors) {
+TEST_P(StateFormat, ArgumentAndOrderErrors) {
     Model model;
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_state_size(nullptr, nullptr));
     fngd_config_t cfg = sm_config();
@@ -181,9 +189,12 @@ TEST(StateFormat, ArgumentAndOrderErrors) {
 
 // ---- round trip --------------------------------------------------------------------------------
 
+class StateRoundTrip : public fngd_test::BackendTest {};
+FNGD_INSTANTIATE_BACKENDS(StateRoundTrip);
+
 // Every field: a handle restored from an image saves exactly that image again, and every
 // public view of the state (stats, coefficients, learning rate, parameters after a step) agrees.
-TEST(StateRoundTrip, EveryFieldSurvivesSaveAndLoad) {
+TEST_P(StateRoundTrip, EveryFieldSurvivesSaveAndLoad) {
     for (int actions : {1, 4, 5, 7, 10, 12}) {
         SCOPED_TRACE("after " + std::to_string(actions) + " actions");
         Trained t(actions);
@@ -223,7 +234,7 @@ TEST(StateRoundTrip, EveryFieldSurvivesSaveAndLoad) {
     }
 }
 
-TEST(StateRoundTrip, UnpreparedHandleSavesTheInitialStateAndLoadPreparesIt) {
+TEST_P(StateRoundTrip, UnpreparedHandleSavesTheInitialStateAndLoadPreparesIt) {
     Model model;
     Handle a(model), b(model);
     std::vector<uint8_t> img = save(a);  // before any step: zeros and initial counters
@@ -250,10 +261,10 @@ TEST(StateRoundTrip, UnpreparedHandleSavesTheInitialStateAndLoadPreparesIt) {
 // The uninterrupted run's final parameters and state, then for every stopping point a (after
 // each step and each end_epoch of 3 epochs: collect, reuse, collect again): save, restore into
 // a fresh handle over copies of the parameters at that point, continue, compare bit for bit.
-class StateResume : public ::testing::TestWithParam<bool> {};
+class StateResume : public fngd_test::BackendTestWith<bool> {};
 
 TEST_P(StateResume, IsBitIdenticalFromEveryStoppingPoint) {
-    const bool use_file = GetParam();
+    const bool use_file = param();
     const int total = sm_actions(kEpochs);
     Model ref;
     Handle ref_h(ref);
@@ -294,43 +305,45 @@ TEST_P(StateResume, IsBitIdenticalFromEveryStoppingPoint) {
     rmdir(dir.c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(BufferAndFile, StateResume, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& i) {
-                             return i.param ? std::string("File") : std::string("Buffer");
-                         });
+std::string medium_name(bool file) { return file ? "File" : "Buffer"; }
+FNGD_INSTANTIATE_BACKENDS_WITH(StateResume, ::testing::Values(false, true), medium_name);
 
 // ---- bad images: the documented status, the live state untouched --------------------------------
 
-class StateRejects : public ::testing::Test {
+class StateRejects : public fngd_test::BackendTest {
   protected:
-    Trained live{7};  // epoch 1 (reuse), mid-epoch
+    std::unique_ptr<Trained> trained;  // made in SetUp, on the test's backend
     std::vector<uint8_t> before;
     std::vector<uint8_t> good;  // a valid image of another point of the same run
     void SetUp() override {
-        before = save(live.handle);
+        fngd_test::BackendTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
+        trained.reset(new Trained(7));  // epoch 1 (reuse), mid-epoch
+        before = save(live().handle);
         Trained other(11);
         good = save(other.handle);
         ASSERT_NE(before, good);
     }
+    Trained& live() { return *trained; }
     ::testing::AssertionResult rejects(const std::vector<uint8_t>& img, fngd_status_t want) {
-        fngd_status_t s = fngd_load_state(live.handle, img.data(), img.size());
+        fngd_status_t s = fngd_load_state(live().handle, img.data(), img.size());
         if (s != want)
             return ::testing::AssertionFailure() << "status " << fngd_status_string(s) << " ("
-                                                 << fngd_get_last_error(live.handle) << "), want "
+                                                 << fngd_get_last_error(live().handle) << "), want "
                                                  << fngd_status_string(want);
-        if (save(live.handle) != before)
+        if (save(live().handle) != before)
             return ::testing::AssertionFailure() << "the live state changed";
         return ::testing::AssertionSuccess();
     }
 };
 
-TEST_F(StateRejects, AnotherFormatVersion) {
+TEST_P(StateRejects, AnotherFormatVersion) {
     for (uint32_t v : {0u, 2u, 0x01000000u}) {
         std::vector<uint8_t> img = good;
         fngd_store_u32(img.data() + FNGD_STATE_VERSION_OFFSET, v);
         reseal(img);
         EXPECT_TRUE(rejects(img, FNGD_ERROR_VERSION_MISMATCH)) << "version " << v;
-        EXPECT_NE(std::string::npos, std::string(fngd_get_last_error(live.handle)).find("format version"));
+        EXPECT_NE(std::string::npos, std::string(fngd_get_last_error(live().handle)).find("format version"));
     }
     std::vector<uint8_t> img = good;  // a byte-swapped writer
     fngd_store_u32(img.data() + 12, 0x04030201u);
@@ -338,7 +351,7 @@ TEST_F(StateRejects, AnotherFormatVersion) {
     EXPECT_TRUE(rejects(img, FNGD_ERROR_VERSION_MISMATCH));
 }
 
-TEST_F(StateRejects, AnotherConfiguration) {
+TEST_P(StateRejects, AnotherConfiguration) {
     using Edit = void (*)(fngd_config_t&);
     const std::vector<std::pair<const char*, Edit>> edits = {
         {"max_batch", [](fngd_config_t& c) { c.max_batch = SM_BATCH + 1; }},
@@ -383,7 +396,7 @@ TEST_F(StateRejects, AnotherConfiguration) {
     EXPECT_EQ(good, save(other));
 }
 
-TEST_F(StateRejects, AnotherLayerSet) {
+TEST_P(StateRejects, AnotherLayerSet) {
     Model base;
     std::vector<std::vector<fngd_layer_desc_t>> sets;
     std::vector<fngd_layer_desc_t> d(base.m.desc, base.m.desc + SM_LAYERS);
@@ -403,7 +416,7 @@ TEST_F(StateRejects, AnotherLayerSet) {
     changed(1, [](fngd_layer_desc_t& x) { x.channels_last = 1; });
     changed(2, [](fngd_layer_desc_t& x) { *(&x) = fngd_generic_desc(28); x.weight = nullptr; });
     fngd_gram_method_t live_method;
-    ASSERT_EQ(FNGD_SUCCESS, fngd_get_layer_gram_method(live.handle, 0, &live_method));
+    ASSERT_EQ(FNGD_SUCCESS, fngd_get_layer_gram_method(live().handle, 0, &live_method));
     int checked = 0;
     for (size_t k = 0; k < sets.size(); ++k) {
         SCOPED_TRACE("layer set " + std::to_string(k));
@@ -428,7 +441,7 @@ TEST_F(StateRejects, AnotherLayerSet) {
     EXPECT_GE(checked, (int)sets.size() - 1);
 }
 
-TEST_F(StateRejects, TruncatedAtEveryLengthOrPadded) {
+TEST_P(StateRejects, TruncatedAtEveryLengthOrPadded) {
     for (size_t n = 0; n < good.size(); ++n) {
         std::vector<uint8_t> img(good.begin(), good.begin() + (long)n);
         img.reserve(1);  // a valid pointer even for n = 0
@@ -439,7 +452,7 @@ TEST_F(StateRejects, TruncatedAtEveryLengthOrPadded) {
     EXPECT_TRUE(rejects(img, FNGD_ERROR_CORRUPT_STATE));
 }
 
-TEST_F(StateRejects, EverySingleBitFlip) {
+TEST_P(StateRejects, EverySingleBitFlip) {
     for (size_t bit = 0; bit < good.size() * 8; ++bit) {
         std::vector<uint8_t> img = good;
         img[bit / 8] ^= (uint8_t)(1u << (bit % 8));
@@ -448,7 +461,7 @@ TEST_F(StateRejects, EverySingleBitFlip) {
 }
 
 // Images with a valid checksum but impossible contents (what a buggy or hostile writer makes).
-TEST_F(StateRejects, ForgedImagesWithValidChecksums) {
+TEST_P(StateRejects, ForgedImagesWithValidChecksums) {
     auto forged = [&](size_t at, uint32_t value) {
         std::vector<uint8_t> img = good;
         fngd_store_u32(img.data() + at, value);
@@ -481,7 +494,11 @@ TEST_F(StateRejects, ForgedImagesWithValidChecksums) {
     EXPECT_TRUE(rejects(std::vector<uint8_t>(good.size(), 0), FNGD_ERROR_CORRUPT_STATE));  // no magic
 }
 
+FNGD_INSTANTIATE_BACKENDS(StateRejects);
+
 // ---- files -------------------------------------------------------------------------------------
+
+#ifndef FNGD_TEST_CUDA
 
 TEST(StateFile, IoErrorsNameTheCause) {
     Trained t(2);
@@ -588,3 +605,4 @@ TEST(StateFile, WriterKilledMidSaveLeavesThePreviousCheckpointLoadable) {
     std::remove(path.c_str());
     rmdir(dir.c_str());
 }
+#endif  // !FNGD_TEST_CUDA

@@ -1,7 +1,8 @@
 // The header's thread-safety contract: distinct handles are independent and may be used
 // concurrently. Handles stepping (and checkpointing) on their own std::threads must give
 // bit-identical parameters and states to the same work done one after another, and the
-// per-thread last-error message of handle-less calls must not leak between threads.
+// per-thread last-error message of handle-less calls must not leak between threads. On each
+// backend of the binary (backend_param.h).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -89,9 +90,12 @@ std::vector<Result> run_concurrently(int jobs, const std::vector<std::string>& c
     return results;
 }
 
+class Threads : public fngd_test::BackendTest {};
+FNGD_INSTANTIATE_BACKENDS(Threads);
+
 }  // namespace
 
-TEST(Threads, TwoHandlesOnTwoThreadsMatchSequentialRuns) {
+TEST_P(Threads, TwoHandlesOnTwoThreadsMatchSequentialRuns) {
     const int jobs = 2;
     std::vector<std::string> no_ckpt((size_t)jobs);
     std::vector<Result> sequential;
@@ -110,7 +114,7 @@ TEST(Threads, TwoHandlesOnTwoThreadsMatchSequentialRuns) {
     }
 }
 
-TEST(Threads, FourHandlesCheckpointingConcurrentlyMatchSequentialRuns) {
+TEST_P(Threads, FourHandlesCheckpointingConcurrentlyMatchSequentialRuns) {
     const int jobs = 4;
     char tmpl[] = "/tmp/fngd_threads_XXXXXX";
     ASSERT_NE(nullptr, mkdtemp(tmpl));
@@ -133,7 +137,7 @@ TEST(Threads, FourHandlesCheckpointingConcurrentlyMatchSequentialRuns) {
     rmdir(tmpl);
 }
 
-TEST(Threads, HandlelessErrorsStayOnTheirThread) {
+TEST_P(Threads, HandlelessErrorsStayOnTheirThread) {
     std::string seen[2];
     std::atomic<int> phase{0};
     auto worker = [&](int t) {

@@ -1,6 +1,7 @@
-// Shared helpers of the end-to-end tests of the public C API on the CPU backend: deterministic
-// random data, layers that own their buffers, handle setup, the dense double reference of a
-// step and the derived tolerances. Header-only; every test file includes it.
+// Shared helpers of the end-to-end tests of the public C API: deterministic random data, layers
+// that own their buffers (backend memory of the binary's backend, backend_param.h), handle
+// setup on the running test's backend, the dense double reference of a step and the derived
+// tolerances. Header-only; every test file includes it.
 #ifndef FNGD_TEST_UTIL_H
 #define FNGD_TEST_UTIL_H
 
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "backend_param.h"
 #include "fngd.h"
 #include "fngd_reference.h"
 #include "test_descs.h"
@@ -36,7 +38,8 @@ class Rng {
     double uniform(double lo, double hi) {
         return std::uniform_real_distribution<double>(lo, hi)(gen_);
     }
-    void fill(std::vector<float>& v, double mean, double sd) {
+    template <class Floats>
+    void fill(Floats& v, double mean, double sd) {
         for (float& x : v) x = (float)normal(mean, sd);
     }
     // The first n of a random permutation of [0, range).
@@ -55,13 +58,14 @@ class Rng {
 
 // ---- layers and models ------------------------------------------------------------------------
 
-// One layer with its own parameter, gradient and per-step data buffers (host memory, which is
-// backend memory for the CPU backend). Not copyable: the descriptor points into the buffers.
+// One layer with its own parameter, gradient and per-step data buffers (Buf: backend memory of
+// the binary's backend, host-addressable). Not copyable: the descriptor points into the
+// buffers. The helpers that touch the buffers from the host first wait for the device.
 struct Layer {
     fngd_layer_desc_t desc;
     fngd_ref_geom_t geom;
-    std::vector<float> weight, bias, grad_weight, grad_bias;
-    std::vector<float> input, grad_output;  // the current batch: N samples
+    Buf weight, bias, grad_weight, grad_bias;
+    Buf input, grad_output;  // the current batch: N samples
 
     explicit Layer(const fngd_layer_desc_t& d) : desc(d) {
         if (fngd_ref_geometry(&desc, &geom) != 0) {
@@ -86,6 +90,7 @@ struct Layer {
     // New batch of N samples. The means keep the per-sample gradients correlated, so the
     // direction is not a sum with heavy cancellation (see direction_tolerance).
     void randomize(Rng& rng, int N) {
+        test_sync();
         input.assign((size_t)(N * geom.in_per_sample), 0.0f);
         grad_output.assign((size_t)(N * geom.out_per_sample), 0.0f);
         rng.fill(input, 0.3, 1.0);
@@ -99,11 +104,13 @@ struct Layer {
     }
     // The direction the library wrote: grad_weight then grad_bias, in double.
     std::vector<double> written_direction() const {
+        test_sync();
         std::vector<double> v(grad_weight.begin(), grad_weight.end());
         v.insert(v.end(), grad_bias.begin(), grad_bias.end());
         return v;
     }
     std::vector<double> params() const {
+        test_sync();
         std::vector<double> v(weight.begin(), weight.end());
         v.insert(v.end(), bias.begin(), bias.end());
         return v;
@@ -126,6 +133,7 @@ struct Model {
     }
     // The batch of `from` (a twin model: the same layers), copied into this model.
     void copy_batch(const Model& from) {
+        test_sync();
         for (int l = 0; l < size(); ++l) {
             (*this)[l].input = from[l].input;
             (*this)[l].grad_output = from[l].grad_output;
@@ -174,6 +182,7 @@ struct Model {
         return v;
     }
     void fill_grads(float value) {
+        test_sync();
         for (auto& l : layers) {
             std::fill(l->grad_weight.begin(), l->grad_weight.end(), value);
             std::fill(l->grad_bias.begin(), l->grad_bias.end(), value);
@@ -328,9 +337,11 @@ struct Handle {
     operator fngd_handle_t() const { return h; }
 };
 
+// The running test's backend (BackendTest; the CPU outside parameterised suites).
 inline fngd_config_t base_config(int max_batch, int64_t num_samples) {
     fngd_config_t c;
     fngd_config_init(&c);
+    c.backend = current_backend();
     c.max_batch = max_batch;
     c.num_samples = num_samples;
     c.damping_kind = FNGD_DAMPING_TRACE_RELATIVE;
@@ -366,6 +377,7 @@ inline ::testing::AssertionResult step_ok(fngd_handle_t h, const Model& m, int N
                                           const int64_t* ids, const float* rhs = nullptr) {
     auto b = m.batches();
     fngd_status_t s = fngd_step(h, N, ids, b.data(), rhs, nullptr);
+    test_sync();  // the step's device work is done before the test reads its outputs
     if (s != FNGD_SUCCESS)
         return ::testing::AssertionFailure()
                << "fngd_step: " << fngd_status_string(s) << ": " << fngd_get_last_error(h);

@@ -1,6 +1,10 @@
-// The CUDA backend against the CPU backend, operation by operation on identical inputs, then a
-// whole multi-epoch run through the public API, then CUDA-graph capture of a reuse-phase step.
-// Every case skips cleanly when no CUDA device is present.
+// What is particular to the CUDA backend, against the CPU backend on identical inputs: device
+// binding and a bad ordinal, chunked workspace plans, the batched Cholesky on each forced path
+// and its exact workspace, then a whole multi-epoch run through the public API, the caller's
+// current device, and CUDA-graph capture of a reuse-phase step. The operations themselves are
+// tested against the naive references on every backend by tests/test_backend_conformance.cpp
+// (compiled into this binary for its CUDA instance). Every case skips cleanly when no CUDA
+// device is present.
 //
 // Tolerances. Both backends compute in float with different summation orders. For a sum of n
 // float terms, |computed - exact| <= n * u * sum|terms| (Higham's gamma_n, u = FLT_EPSILON/2).
@@ -24,11 +28,11 @@
 
 #include "alloc.h"
 #include "backend.h"
+#include "backend_param.h"
 #include "backend_test_util.h"
 #include "cuda/cuda_plan.h"
 #include "cuda/cuda_solve_batched.h"
 #include "fngd_reference.h"
-#include "kernels/sgd_update.cuh"
 #include "layer.h"
 
 using namespace fngd_test;
@@ -101,34 +105,6 @@ struct Backends {
     bool ok() const { return cc && gc; }
 };
 
-// Every layer kind; odd sizes, primes and non-multiples of 32 on purpose.
-std::vector<Case> all_cases() {
-    std::vector<Case> c;
-    c.push_back({"linear_5x3_nobias", fngd_linear_desc(5, 3, 0)});
-    c.push_back({"linear_37x33_bias", fngd_linear_desc(37, 33, 1)});
-    fngd_layer_desc_t d = fngd_linear_desc(4, 7, 1);
-    d.positions = 3;
-    c.push_back({"linear_tokens3_bias", d});
-    d = fngd_linear_desc(17, 5, 0);
-    d.positions = 11;
-    c.push_back({"linear_tokens11_nobias", d});
-    c.push_back({"conv_s2_p1_d2_bias", conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1)});
-    c.push_back({"conv_s12_p01_d12_nobias", conv_desc(3, 4, 5, 8, 2, 3, 1, 2, 0, 1, 1, 2, 0)});
-    c.push_back({"conv_1x1_bias", conv_desc(1, 3, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1)});
-    c.push_back({"conv_3x3_p1_33ch_bias", conv_desc(3, 33, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1)});
-    c.push_back({"norm_nchw_shift", fngd_norm_affine_desc(5, 6, 1)});
-    c.push_back({"norm_nchw_noshift_37", fngd_norm_affine_desc(37, 41, 0)});
-    d = fngd_norm_affine_desc(35, 7, 1);
-    d.channels_last = 1;
-    c.push_back({"norm_channels_last_shift", d});
-    d = fngd_norm_affine_desc(3, 7, 0);
-    d.channels_last = 1;
-    c.push_back({"norm_channels_last_noshift", d});
-    c.push_back({"generic_11", fngd_generic_desc(11)});
-    c.push_back({"generic_1031", fngd_generic_desc(1031)});
-    return c;
-}
-
 // One layer's batch on both sides plus the absolute-value per-sample gradients (the bound
 // sum|terms| of every gradient entry, in double).
 struct Data {
@@ -181,25 +157,12 @@ void expect_gram_close(const fngd_layer_t& l, const Data& d, int N, float scale,
         }
 }
 
-// K = B B^T / N for a random N x N B: symmetric (exactly) positive semidefinite, float.
-Vec random_gram(int N, unsigned seed) {
-    const Vec B = random_vec((size_t)N * N, seed);
-    Vec K((size_t)N * N);
-    for (int i = 0; i < N; ++i)
-        for (int j = 0; j <= i; ++j) {
-            double s = 0;
-            for (int k = 0; k < N; ++k) s += (double)B[(size_t)i * N + k] * B[(size_t)j * N + k];
-            K[(size_t)i * N + j] = K[(size_t)j * N + i] = (float)(s / N);
-        }
-    return K;
-}
-
 }  // namespace
 
 // ---- availability and lifecycle ---------------------------------------------------------------
 
 TEST(CudaBackend, CreateBindsDeviceAndReportsBadOrdinal) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     const fngd_backend_ops_t* gpu = fngd_cuda_backend_ops();
     ASSERT_NE(gpu, nullptr);
     fngd_config_t cfg;
@@ -232,49 +195,9 @@ TEST(CudaBackend, CreateBindsDeviceAndReportsBadOrdinal) {
     gpu->destroy(ctx);
 }
 
-// ---- Gram: every layer kind, both methods, odd batch sizes ------------------------------------
-
-TEST(CudaBackend, LayerGramMatchesCpuForAllKindsAndMethods) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(33);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    unsigned seed = 100;
-    for (const Case& c : all_cases())
-        for (fngd_gram_method_t m : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION})
-            for (int N : {1, 7, 33}) {
-                const fngd_layer_t l = make_layer(c.desc, m);
-                const Data d = make_data(l, N, seed += 7);
-                const float scale = (float)N;  // mean-loss convention
-                const std::string what = c.name + " method " + std::to_string((int)m) +
-                                         " N " + std::to_string(N);
-                for (int accumulate : {0, 1}) {
-                    Vec K0 = random_vec((size_t)N * N, seed + 3);
-                    for (int i = 0; i < N; ++i)  // symmetric, as the contract requires
-                        for (int j = 0; j < i; ++j) K0[(size_t)i * N + j] = K0[(size_t)j * N + i];
-                    Vec Kc = K0;
-                    HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
-                    const fngd_layer_batch_t hb = d.host_batch();
-                    ASSERT_EQ(b.cpu->layer_gram(b.cc, &l, &hb, N, scale, Kc.data(), accumulate,
-                                                cws.p, cws.bytes, nullptr, &b.err),
-                              FNGD_SUCCESS) << what << ": " << b.err.msg;
-                    Dev K(K0), gws(b.gpu->workspace_bytes(b.gc, &l, N));
-                    const fngd_layer_batch_t db = d.dev_batch();
-                    ASSERT_EQ(b.gpu->layer_gram(b.gc, &l, &db, N, scale, K.f(), accumulate, gws.p,
-                                                gws.bytes, nullptr, &b.err),
-                              FNGD_SUCCESS) << what << ": " << b.err.msg;
-                    const Vec Kg = K.get<float>((size_t)N * N);
-                    for (int i = 0; i < N; ++i)  // both triangles written, exactly symmetric
-                        for (int j = 0; j < N; ++j)
-                            ASSERT_EQ(Kg[(size_t)i * N + j], Kg[(size_t)j * N + i]) << what;
-                    expect_gram_close(l, d, N, scale, Kc, Kg, accumulate ? &K0 : nullptr,
-                                      what + (accumulate ? " accumulate" : ""));
-                }
-            }
-}
-
 // Chunked plans (a workspace below the whole-layer size) give the same Gram and direction.
 TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     Backends b(19);
     ASSERT_TRUE(b.ok()) << b.err.msg;
     const int N = 19;
@@ -319,143 +242,6 @@ TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
                 ASSERT_NEAR(gw[k], cw[k], 2 * chain * kEps * bound + FLT_MIN) << k;
             }
         }
-    }
-}
-
-// ---- weighted reduction -------------------------------------------------------------------------
-
-TEST(CudaBackend, WeightedGradMatchesCpuForAllKinds) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(33);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    unsigned seed = 900;
-    for (const Case& c : all_cases())
-        for (int N : {1, 7, 33}) {
-            const fngd_layer_t l = make_layer(c.desc, FNGD_GRAM_MATERIALIZE);
-            const Data d = make_data(l, N, seed += 5);
-            const Vec alpha = random_vec(N, seed + 1, -1.0f, 1.0f);
-            const float scale = 3.0f;
-            const std::string what = c.name + " N " + std::to_string(N);
-            Vec cw(l.n_weight), cb(l.n_bias);
-            HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
-            const fngd_layer_batch_t hb = d.host_batch(), db = d.dev_batch();
-            ASSERT_EQ(b.cpu->weighted_grad(b.cc, &l, &hb, N, alpha.data(), scale, cw.data(),
-                                           l.n_bias ? cb.data() : nullptr, cws.p, cws.bytes,
-                                           nullptr, &b.err), FNGD_SUCCESS) << what << b.err.msg;
-            Dev da(alpha), ow(l.n_weight * sizeof(float)), ob(l.n_bias * sizeof(float)),
-                gws(b.gpu->workspace_bytes(b.gc, &l, N));
-            ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), scale, ow.f(),
-                                           l.n_bias ? ob.f() : nullptr, gws.p, gws.bytes,
-                                           nullptr, &b.err), FNGD_SUCCESS) << what << b.err.msg;
-            const Vec gw = ow.get<float>(l.n_weight), gb = ob.get<float>(l.n_bias);
-            // Chain: the N*T-term weighted reduction plus the scaling multiplications.
-            const double chain = (double)N * l.T + 2;
-            for (int64_t k = 0; k < l.grad_len; ++k) {
-                double bound = 0;
-                for (int i = 0; i < N; ++i)
-                    bound += scale * std::fabs(alpha[i]) * d.Gabs[(size_t)i * l.grad_len + k];
-                const float g = k < l.n_weight ? gw[k] : gb[k - l.n_weight];
-                const float r = k < l.n_weight ? cw[k] : cb[k - l.n_weight];
-                ASSERT_NEAR(g, r, 2 * chain * kEps * bound + FLT_MIN) << what << " entry " << k;
-            }
-        }
-}
-
-// ---- damped Cholesky solve -----------------------------------------------------------------------
-
-TEST(CudaBackend, FactorSolveMatchesCpu) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(257);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    for (int N : {1, 2, 31, 64, 257})
-        for (fngd_damping_kind_t kind : {FNGD_DAMPING_ABSOLUTE, FNGD_DAMPING_TRACE_RELATIVE})
-            for (int custom_rhs : {0, 1}) {
-                const Vec K = random_gram(N, 40 + N);
-                const Vec rhs = random_vec(N, 9, 0.5f, 1.5f);
-                const double damping = 0.05, min_shift = 1e-6;
-                Vec ac(N, -7.0f);
-                int ic = -1, ig = -1;
-                double sc = 0, tc = 0, sg = 0, tg = 0;
-                HostWs cws(b.cpu->solver_workspace_bytes(b.cc, N));
-                ASSERT_EQ(b.cpu->factor_solve(b.cc, K.data(), N, kind, damping, min_shift,
-                                              custom_rhs ? rhs.data() : nullptr, 0, ac.data(), &ic,
-                                              &sc, &tc, cws.p, cws.bytes, nullptr, &b.err),
-                          FNGD_SUCCESS) << b.err.msg;
-                Dev dK(K), dr(rhs), da((size_t)N * sizeof(float)),
-                    gws(b.gpu->solver_workspace_bytes(b.gc, N));
-                ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, kind, damping, min_shift,
-                                              custom_rhs ? dr.f() : nullptr, 0, da.f(), &ig, &sg,
-                                              &tg, gws.p, gws.bytes, nullptr, &b.err),
-                          FNGD_SUCCESS) << b.err.msg;
-                ASSERT_EQ(ic, 0);
-                ASSERT_EQ(ig, 0);
-                // trace and shift: double sums of the same floats, N-term chains in double.
-                EXPECT_NEAR(tg, tc, 2 * N * DBL_EPSILON * std::fabs(tc) + DBL_MIN);
-                EXPECT_NEAR(sg, sc, 2 * N * DBL_EPSILON * std::fabs(sc) + DBL_MIN);
-                // alpha: cond(K + shift I) <= (trace + shift) / shift; the double solve adds
-                // about N^2 * cond * DBL_EPSILON relative error, then each side rounds to float
-                // (u each), so |diff| <= (FLT_EPSILON + 2 N^2 cond DBL_EPSILON) * max|alpha|.
-                const Vec ag = da.get<float>(N);
-                const double cond = (tc + sc) / sc;
-                double amax = 0;
-                for (float a : ac) amax = std::max(amax, (double)std::fabs(a));
-                const double tol = (kEps + 2.0 * N * N * cond * DBL_EPSILON) * amax;
-                for (int i = 0; i < N; ++i) ASSERT_NEAR(ag[i], ac[i], tol) << "N " << N << " i " << i;
-            }
-}
-
-TEST(CudaBackend, FactorSolveReportsNotPositiveDefiniteAndLeavesAlpha) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(5);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    const int N = 5;
-    Vec K((size_t)N * N, 0.0f);
-    for (int i = 0; i < N; ++i) K[(size_t)i * N + i] = i == 2 ? -1.0f : 1.0f;
-    Vec sentinel(N, 42.0f);
-    Dev dK(K), da(sentinel), gws(b.gpu->solver_workspace_bytes(b.gc, N));
-    int info = 0;
-    double shift = -1, trace = 0;
-    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 0.0, nullptr, 0,
-                                  da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
-                                  &b.err), FNGD_SUCCESS) << b.err.msg;
-    EXPECT_GT(info, 0);
-    EXPECT_EQ(shift, 0.0);
-    EXPECT_EQ(trace, 3.0);
-    EXPECT_EQ(da.get<float>(N), sentinel);
-    // min_shift raises the shift past the negative pivot: factorization succeeds.
-    ASSERT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.0, 2.0, nullptr, 0,
-                                  da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
-                                  &b.err), FNGD_SUCCESS) << b.err.msg;
-    EXPECT_EQ(info, 0);
-    EXPECT_EQ(shift, 2.0);
-    const Vec a = da.get<float>(N);
-    EXPECT_FLOAT_EQ(a[0], 1.0f / 3.0f);
-    EXPECT_FLOAT_EQ(a[2], 1.0f);
-}
-
-// A NaN in K (CPU backend: LAPACKE_dpotrf's NaN check) is an error, not "not positive
-// definite": status FNGD_ERROR_BACKEND, alpha keeps what it held. On the diagonal and off it.
-TEST(CudaBackend, FactorSolveRejectsNanAndLeavesAlpha) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    const int N = 7;
-    Backends b(N);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    const Vec sentinel = random_vec(N, 77);
-    for (int pos : {0, 3 * N + 3, 1 * N + 5}) {
-        Vec K((size_t)N * N, 0.0f);
-        for (int i = 0; i < N; ++i) K[(size_t)i * N + i] = 2.0f;
-        const int i = pos / N, j = pos % N;
-        K[(size_t)i * N + j] = K[(size_t)j * N + i] = NAN;  // K stays symmetric
-        Dev dK(K), da(sentinel), gws(b.gpu->solver_workspace_bytes(b.gc, N));
-        int info = -12345;
-        double shift = -1, trace = -1;
-        std::memset(&b.err, 0, sizeof b.err);
-        EXPECT_EQ(b.gpu->factor_solve(b.gc, dK.f(), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, 0,
-                                      da.f(), &info, &shift, &trace, gws.p, gws.bytes, nullptr,
-                                      &b.err), FNGD_ERROR_BACKEND) << "NaN at " << i << "," << j;
-        EXPECT_NE(std::string(b.err.msg), "");
-        EXPECT_EQ(info, -12345);  // outputs untouched on error (backend.h contract)
-        EXPECT_EQ(da.get<float>(N), sentinel) << "NaN at " << i << "," << j;
     }
 }
 
@@ -525,7 +311,7 @@ fngd_status_t run_batched(Backends& b, fngd_cuda_chol_path path, const float* K,
 // floors, a shared rhs, ld_alpha > N (the gaps stay untouched) and one matrix that is not
 // positive definite (info > 0 and its alpha untouched while the others are solved).
 TEST(CudaBackend, FactorSolveBatchedMatchesCpuSingleOnBothPaths) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     static_assert(FNGD_CUDA_BATCHED_POTRF_MAX_N >= 64 && FNGD_CUDA_BATCHED_POTRF_MAX_N < 300,
                   "the sizes below should straddle the batched/looped threshold");
     Backends b(300);
@@ -608,7 +394,7 @@ TEST(CudaBackend, FactorSolveBatchedMatchesCpuSingleOnBothPaths) {
 // A NaN in any one matrix fails the whole call with FNGD_ERROR_BACKEND, as the single solve
 // does: no alpha written (not even for the valid matrices), host outputs untouched.
 TEST(CudaBackend, FactorSolveBatchedRejectsNanAndWritesNoAlpha) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     Backends b(300);
     ASSERT_TRUE(b.ok()) << b.err.msg;
     const int count = 3;
@@ -646,7 +432,7 @@ TEST(CudaBackend, FactorSolveBatchedRejectsNanAndWritesNoAlpha) {
 // solver_batched_workspace_bytes is exact: the call succeeds with that many bytes (the tests
 // above) and refuses one byte less; it holds at least the double copies of every matrix.
 TEST(CudaBackend, FactorSolveBatchedWorkspaceIsExact) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     Backends b(300);
     ASSERT_TRUE(b.ok()) << b.err.msg;
     EXPECT_EQ(b.gpu->solver_batched_workspace_bytes(b.gc, 7, 0), 0u);
@@ -668,123 +454,6 @@ TEST(CudaBackend, FactorSolveBatchedWorkspaceIsExact) {
                                   trace.data(), ws),
                       FNGD_ERROR_INTERNAL) << path_name(path) << " N " << N;
         }
-}
-
-// ---- nonfinite check, SGD update, copy -------------------------------------------------------------
-
-TEST(CudaBackend, CheckFiniteFindsNanAndInfAtAnyOffset) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(1);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    for (size_t n : {(size_t)1, (size_t)7, (size_t)1000, (size_t)1000003}) {
-        Vec x = random_vec(n + 1, (unsigned)n);
-        Dev dx(x);
-        int bad = -1;
-        for (size_t offset : {(size_t)0, (size_t)1}) {  // aligned and misaligned start
-            const size_t len = n + 1 - offset;
-            ASSERT_EQ(check_one(b.gpu, b.gc, dx.f() + offset, len, &bad, nullptr, &b.err),
-                      FNGD_SUCCESS) << b.err.msg;
-            EXPECT_EQ(bad, 0);
-        }
-        for (float v : {NAN, INFINITY, -INFINITY})
-            for (size_t pos : {(size_t)0, n / 2, n}) {
-                Vec y = x;
-                y[pos] = v;
-                Dev dy(y);
-                ASSERT_EQ(check_one(b.gpu, b.gc, dy.f(), n + 1, &bad, nullptr, &b.err),
-                          FNGD_SUCCESS);
-                EXPECT_EQ(bad, 1) << "n " << n << " pos " << pos;
-            }
-    }
-}
-
-TEST(CudaBackend, CheckFiniteOfAListReportsTheBadArray) {
-    // One call for several arrays; with one bad array its index comes back (1-based).
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(1);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    Vec x = random_vec(1000, 1), y = random_vec(77, 2), z = random_vec(4099, 3);
-    Dev dx(x), dz(z);
-    y[76] = NAN;
-    Dev dy(y);
-    fngd_array_ref_t list[3] = {{dx.f(), x.size()}, {dz.f(), z.size()}, {dy.f(), y.size()}};
-    int bad = -1;
-    ASSERT_EQ(b.gpu->check_finite(b.gc, list, 2, &bad, nullptr, &b.err), FNGD_SUCCESS)
-        << b.err.msg;
-    EXPECT_EQ(bad, 0);
-    ASSERT_EQ(b.gpu->check_finite(b.gc, list, 3, &bad, nullptr, &b.err), FNGD_SUCCESS);
-    EXPECT_EQ(bad, 3);
-}
-
-TEST(CudaBackend, SgdUpdateMatchesCpu) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(1);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    for (int64_t n : {(int64_t)1, (int64_t)33, (int64_t)4099, (int64_t)70001})
-        for (float momentum : {0.0f, 0.9f})
-            for (int with_mom : {0, 1}) {
-                if (!with_mom && momentum != 0.0f) continue;
-                Vec w = random_vec(n, 1), dir = random_vec(n, 2), mom = random_vec(n, 3);
-                Dev dw(w), dd(dir), dm(mom);
-                const float lr = 0.1f, wd = 1e-3f;
-                const fngd_update_tensor_t tc = {w.data(), dir.data(),
-                                                 with_mom ? mom.data() : nullptr, n};
-                const fngd_update_tensor_t tg = {dw.f(), dd.f(), with_mom ? dm.f() : nullptr, n};
-                ASSERT_EQ(b.cpu->sgd_update(b.cc, &tc, 1, lr, momentum, wd, nullptr, &b.err),
-                          FNGD_SUCCESS);
-                ASSERT_EQ(b.gpu->sgd_update(b.gc, &tg, 1, lr, momentum, wd, nullptr, &b.err),
-                          FNGD_SUCCESS)
-                    << b.err.msg;
-                const Vec gw = dw.get<float>(n), gm = dm.get<float>(n);
-                const Vec w0 = random_vec(n, 1), m0 = random_vec(n, 3);
-                for (int64_t i = 0; i < n; ++i) {
-                    // Four float operations per entry, each side possibly fused (FMA): 4 u of
-                    // the magnitudes involved on each side.
-                    const double mag = std::fabs(w0[i]) + lr * (std::fabs(momentum * m0[i]) +
-                                                              std::fabs(dir[i]) + std::fabs(wd * w0[i]));
-                    ASSERT_NEAR(gw[i], w[i], 4 * kEps * mag + FLT_MIN) << i;
-                    if (with_mom) ASSERT_NEAR(gm[i], mom[i], 4 * kEps * mag / lr + FLT_MIN) << i;
-                }
-            }
-}
-
-TEST(CudaBackend, SgdUpdateManyTensorsInChunks) {
-    // More tensors than one launch's parameter table holds (and an empty one in between):
-    // every tensor must be updated exactly as the CPU backend does it.
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    Backends b(1);
-    ASSERT_TRUE(b.ok()) << b.err.msg;
-    const int count = 2 * FNGD_SGD_MAX_TENSORS + 3;
-    std::vector<Vec> w, dir, mom;
-    std::vector<std::unique_ptr<Dev>> dw, dd, dm;
-    std::vector<fngd_update_tensor_t> tc, tg;
-    for (int t = 0; t < count; ++t) {
-        const int64_t n = t == 5 ? 0 : 1 + 37 * t;
-        w.push_back(random_vec(std::max<int64_t>(n, 1), 100 + t));
-        dir.push_back(random_vec(std::max<int64_t>(n, 1), 200 + t));
-        mom.push_back(random_vec(std::max<int64_t>(n, 1), 300 + t));
-        dw.emplace_back(new Dev(w.back()));
-        dd.emplace_back(new Dev(dir.back()));
-        dm.emplace_back(new Dev(mom.back()));
-    }
-    for (int t = 0; t < count; ++t) {
-        const int64_t n = t == 5 ? 0 : 1 + 37 * t;
-        tc.push_back({w[t].data(), dir[t].data(), mom[t].data(), n});
-        tg.push_back({dw[t]->f(), dd[t]->f(), dm[t]->f(), n});
-    }
-    ASSERT_EQ(b.cpu->sgd_update(b.cc, tc.data(), count, 0.05f, 0.9f, 1e-3f, nullptr, &b.err),
-              FNGD_SUCCESS);
-    ASSERT_EQ(b.gpu->sgd_update(b.gc, tg.data(), count, 0.05f, 0.9f, 1e-3f, nullptr, &b.err),
-              FNGD_SUCCESS)
-        << b.err.msg;
-    for (int t = 0; t < count; ++t) {
-        const int64_t n = tc[t].n;
-        if (n == 0) continue;
-        const Vec gw = dw[t]->get<float>(n);
-        // Four float operations per entry, each side possibly fused (FMA): 4 u of the
-        // magnitudes involved (|w| + lr*(|m| + |d| + |wd*w|) <= 4 here, inputs in [-1, 1]).
-        for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(gw[i], w[t][i], 16 * kEps) << t << " " << i;
-    }
 }
 
 // ---- whole runs through the public API -------------------------------------------------------------
@@ -909,7 +578,7 @@ void do_run(BackendRun& r, fngd_coef_mode_t mode, int epochs) {
 // N*T-term reduction. The direction is a sum of correlated per-sample gradients (data with
 // nonzero means), so we compare against its max-norm with a headroom of 16 for cancellation.
 TEST(CudaBackend, MultiEpochRunMatchesCpuBackend) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     for (fngd_coef_mode_t mode : {FNGD_COEF_PER_LAYER, FNGD_COEF_GLOBAL}) {
         BackendRun cpu, gpu;
         cpu.backend = FNGD_BACKEND_CPU;
@@ -948,7 +617,7 @@ TEST(CudaBackend, MultiEpochRunMatchesCpuBackend) {
 // while the caller's thread works on the last device: with two or more GPUs the backend must
 // switch for each call and switch back; with one GPU this checks that nothing moves it.
 TEST(CudaBackend, CallsKeepTheCallersCurrentDevice) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     int count = 0;
     ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
     const int other = count - 1;
@@ -1005,7 +674,7 @@ TEST(CudaBackend, CallsKeepTheCallersCurrentDevice) {
 // A reuse-phase fngd_step captured into a CUDA graph on a non-default stream replays to the
 // same direction as the eagerly executed step.
 TEST(CudaBackend, ReuseStepCapturesIntoCudaGraph) {
-    if (!fngd_cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     const int N = 6;
     fngd_config_t cfg;
     fngd_config_init(&cfg);
