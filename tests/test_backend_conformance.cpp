@@ -411,18 +411,18 @@ TEST_P(BackendOps, CheckFiniteAtEveryPositionAndPattern) {
             ASSERT_EQ(check_one(ops, ctx, dx + offset, n, &bad, stream, &err), FNGD_SUCCESS)
                 << err.msg;
             EXPECT_EQ(bad, 0) << "offset " << offset;
-            for (size_t k : pos)
+            for (size_t k : pos) {
+                float* at = dx + offset + k;
                 for (uint32_t b : bad_bits) {
-                    Vec y = x;
-                    y[offset + k] = from_bits(b);
-                    set(dx, y);
+                    set(at, Vec{from_bits(b)});  // one element changed, the rest as uploaded
                     bad = -1;
                     ASSERT_EQ(check_one(ops, ctx, dx + offset, n, &bad, stream, &err),
                               FNGD_SUCCESS);
                     EXPECT_EQ(bad, 1) << "pattern " << std::hex << b << std::dec << " at " << k
                                       << " offset " << offset;
                 }
-            set(dx, x);
+                set(at, Vec{x[offset + k]});
+            }
         }
         if (n == 0) continue;
         for (uint32_t b : good_bits) {
@@ -448,16 +448,20 @@ double gram_chain(const fngd_layer_t& l) {
 }  // namespace
 
 // K = scale^2 * Gram of the per-sample gradients for every layer kind and both methods,
-// N = 1, 7, 13, 33, against the naive Gram; both triangles written and exactly symmetric;
+// N = 1, 7, 33 (one warp and more), against the naive Gram; both triangles written and exactly symmetric;
 // accumulate adds to K (one more rounding); accumulate == 0 never reads K (NaN-poisoned);
 // the workspace is NaN-poisoned and its end guarded.
 TEST_P(BackendOps, LayerGramMatchesNaive) {
     unsigned seed = 100;
     for (const Case& c : layer_cases())
         for (fngd_gram_method_t method : {FNGD_GRAM_MATERIALIZE, FNGD_GRAM_POSITION})
-            for (int N : {1, 7, 13, 33}) {
+            for (int N : {1, 7, 33}) {
                 const fngd_layer_t l = make_layer(c.desc, method);
                 if (l.method != method) continue;  // kinds with one method run it once
+                // The position method costs (N T)^2 (p + q): above N T = 512 (the 33-channel
+                // conv at N 33) it is what the cost model never picks, and too slow for the
+                // CPU under valgrind; N 33 still runs it for every other layer.
+                if (method == FNGD_GRAM_POSITION && (int64_t)N * l.T > 512) continue;
                 const std::string what =
                     c.name + " method " + std::to_string((int)method) + " N " + std::to_string(N);
                 SCOPED_TRACE(what);
