@@ -70,6 +70,7 @@ class Config(Structure):
         ("exact_small_layers", c_int),
         ("step_control", c_int),
         ("kl_clip", c_double),
+        ("allow_tf32", c_int),
     ]
 
 
