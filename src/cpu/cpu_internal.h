@@ -21,7 +21,7 @@ struct fngd_backend_ctx {
     fngd_config_t cfg;
     /* Target workspace of one layer op in bytes; chunk sizes (output channels for the
      * materialising Gram, samples for the position Gram and the weighted reduction) are the
-     * largest that keep the workspace under it (one chunk minimum; see cpu_plan.c). */
+     * largest that keep the workspace under it (one chunk minimum; see cpu_workspace.c). */
     size_t chunk_budget;
 };
 
@@ -62,6 +62,9 @@ fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l
                             fngd_err_t* err);
 fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
                               size_t ws_limit, cpu_plan_t* plan, fngd_err_t* err);
+/* The op table's workspace_bytes: the larger of the Gram plan (with the layer's method; both
+ * while it is still AUTO) and the reduction plan. */
+size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
 
 /* ---- layout helpers (cpu_im2col.c) ------------------------------------------------------- */
 /* Patches of samples [i0, i0+nb) of a CONV2D input, (nb*T) x p row-major, patch column
@@ -75,7 +78,10 @@ void cpu_fill(float* x, size_t n, float value);
 /* Mirror the upper triangle of the row-major n x n matrix K into the lower one. */
 void cpu_mirror_upper(float* K, int n);
 
-/* ---- operations (one file each) ---------------------------------------------------------- */
+/* ---- operations (one file each, named after the op as on the CUDA side) -------------------- */
+fngd_status_t cpu_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
+                               int count, int* nonfinite, fngd_stream_t stream,
+                               fngd_err_t* err);
 fngd_status_t cpu_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                              const fngd_layer_batch_t* batch, int N, float scale, float* K,
                              int accumulate, void* ws, size_t ws_bytes, fngd_stream_t stream,

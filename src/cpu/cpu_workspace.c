@@ -1,5 +1,6 @@
-/* Workspace plans: chunk sizes and the exact bytes each layer op carves from its workspace.
- * workspace_bytes and the ops call the same functions, so they can never disagree.
+/* workspace_bytes and the workspace plans: chunk sizes and the exact bytes each layer op
+ * carves from its workspace. workspace_bytes and the ops call the same functions, so they can
+ * never disagree.
  *
  * The chunk is the largest whose workspace stays under the context's budget (one chunk
  * minimum) and, for an op, under the workspace it was actually given. The second limit
@@ -127,4 +128,35 @@ fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t*
     }
     return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu weighted_grad: unknown layer kind %d",
                      (int)layer->kind);
+}
+
+/* Bytes of a plan, 0 when a dimension is unsupported (the op itself then reports why). */
+static size_t gram_plan_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
+                              fngd_gram_method_t method) {
+    fngd_err_t err;
+    cpu_plan_t plan;
+    return cpu_plan_gram(ctx, layer, N, method, SIZE_MAX, &plan, &err) == FNGD_SUCCESS
+               ? plan.bytes
+               : 0;
+}
+
+/* Max of the Gram plan (with the layer's method; both while it is still AUTO) and the
+ * reduction plan. */
+size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N) {
+    if (!ctx || !layer || N < 1) return 0;
+    size_t need;
+    if (layer->method == FNGD_GRAM_AUTO &&
+        (layer->kind == FNGD_LAYER_LINEAR || layer->kind == FNGD_LAYER_CONV2D)) {
+        size_t m = gram_plan_bytes(ctx, layer, N, FNGD_GRAM_MATERIALIZE);
+        size_t p = gram_plan_bytes(ctx, layer, N, FNGD_GRAM_POSITION);
+        need = m > p ? m : p;
+    } else {
+        need = gram_plan_bytes(ctx, layer, N, layer->method);
+    }
+    fngd_err_t err;
+    cpu_plan_t plan;
+    if (cpu_plan_reduce(ctx, layer, N, SIZE_MAX, &plan, &err) == FNGD_SUCCESS &&
+        plan.bytes > need)
+        need = plan.bytes;
+    return need;
 }

@@ -1,12 +1,12 @@
 /* CUDA backend: the operation table, lifecycle (device binding, cuBLAS/cuSOLVER handles,
- * pinned scratch) and the memory operations. The numerical operations live one per file. */
+ * pinned scratch) and the memory operations. Every other operation lives in the file named
+ * after it, as its CPU twin does (cuda_X.cu / cpu_X.c): cuda_check_finite.cu,
+ * cuda_workspace.cu, cuda_gram.cu, cuda_solve.cu, cuda_solve_batched.cu, cuda_coefs.cu,
+ * cuda_weighted.cu, cuda_sgd_update.cu, cuda_step_control.cu. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "cuda_common.h"
 #include "cuda_cudnn.h"
-#include "kernels/nonfinite.cuh"
-#include "kernels/sgd_update.cuh"
 
 const char* fngd_cusolver_status_name(cusolverStatus_t s)
 {
@@ -167,73 +167,6 @@ static fngd_status_t cuda_copy(fngd_backend_ctx_t* ctx, float* dst, const float*
     FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
                                        cudaMemcpyDeviceToDevice, fngd_cuda_stream(stream)));
-    return FNGD_SUCCESS;
-}
-
-/* One launch per array, all tagging the same device flag, then one read-back: a step's inputs
- * cost one synchronisation, not one per array. */
-fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
-                                     int count, int* nonfinite, fngd_stream_t stream,
-                                     fngd_err_t* err)
-{
-    fngd_nvtx_range r("check");
-    FNGD_REQUIRE(err, nonfinite && count >= 0 && (count == 0 || arrays),
-                 FNGD_ERROR_INVALID_ARGUMENT, "cuda check_finite: null argument");
-    for (int a = 0; a < count; ++a)
-        FNGD_REQUIRE(err, arrays[a].n == 0 || arrays[a].x, FNGD_ERROR_INVALID_ARGUMENT,
-                     "cuda check_finite: array %d is NULL", a);
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
-    int* flag = &ctx->scratch_dev->nonfinite;
-    FNGD_CUDA_TRY(err, cudaMemsetAsync(flag, 0, sizeof(int), s));
-    for (int a = 0; a < count; ++a)
-        FNGD_CUDA_TRY(err, fngd_launch_nonfinite(arrays[a].x, arrays[a].n, flag, a + 1, s));
-    FNGD_CUDA_TRY(err, cudaMemcpyAsync(&ctx->scratch_host->nonfinite, flag, sizeof(int),
-                                       cudaMemcpyDeviceToHost, s));
-    FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
-    *nonfinite = ctx->scratch_host->nonfinite;
-    return FNGD_SUCCESS;
-}
-
-/* All tensors of a step in as few launches as the kernel's parameter table allows
- * (FNGD_SGD_MAX_TENSORS per launch, passed by value: no upload, capture-safe). */
-fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
-                                   int count, float lr, float momentum, float weight_decay,
-                                   fngd_stream_t stream, fngd_err_t* err)
-{
-    fngd_nvtx_range r("update");
-    FNGD_REQUIRE(err, count >= 0 && (count == 0 || tensors), FNGD_ERROR_INVALID_ARGUMENT,
-                 "cuda sgd_update: %d tensors, list %p", count, (const void*)tensors);
-    for (int t = 0; t < count; ++t) {
-        const fngd_update_tensor_t& x = tensors[t];
-        FNGD_REQUIRE(err, x.n >= 0 && (x.n == 0 || (x.param && x.dir)),
-                     FNGD_ERROR_INVALID_ARGUMENT, "cuda sgd_update: tensor %d: null buffer or n = %lld",
-                     t, (long long)x.n);
-        FNGD_REQUIRE(err, x.mom || momentum == 0.0f, FNGD_ERROR_INVALID_ARGUMENT,
-                     "cuda sgd_update: tensor %d: momentum %g without a momentum buffer", t,
-                     (double)momentum);
-    }
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
-    fngd_sgd_params P;
-    memset(&P, 0, sizeof(P));
-    P.lr = lr;
-    P.momentum = momentum;
-    P.weight_decay = weight_decay;
-    for (int t = 0; t < count; ++t) {
-        if (tensors[t].n == 0) continue;
-        fngd_sgd_tensor& d = P.t[P.num_tensors++];
-        d.param = tensors[t].param;
-        d.dir = tensors[t].dir;
-        d.mom = tensors[t].mom; /* NULL: no momentum buffer, the step uses d itself */
-        d.n = tensors[t].n;
-        if (P.num_tensors == FNGD_SGD_MAX_TENSORS) {
-            FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, fngd_cuda_stream(stream)));
-            P.num_tensors = 0;
-        }
-    }
-    if (P.num_tensors > 0) FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, fngd_cuda_stream(stream)));
     return FNGD_SUCCESS;
 }
 
