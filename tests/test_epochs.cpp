@@ -449,6 +449,17 @@ TEST_P(Epochs, ApplySgdFollowsReference) {
     }
 }
 
+// The state image of h and where its counters section's payload starts (one layer).
+std::vector<uint8_t> state_image(fngd_handle_t h, size_t* counters) {
+    size_t bytes = 0;
+    EXPECT_EQ(FNGD_SUCCESS, fngd_state_size(h, &bytes));
+    std::vector<uint8_t> img(bytes);
+    EXPECT_EQ(FNGD_SUCCESS, fngd_save_state(h, img.data(), bytes, nullptr));
+    *counters = FNGD_STATE_PREAMBLE_BYTES + FNGD_STATE_CONFIG_BYTES + FNGD_STATE_LAYER_BYTES +
+                FNGD_STATE_SECTION_HEADER_BYTES;
+    return img;
+}
+
 // One phase rule (fngd_epoch_phase) for a new handle, every fngd_end_epoch and a loaded state:
 // collect in epoch 0 and every multiple of R > 0, reuse otherwise. The checkpoint still carries
 // the have_collected word of format 1, now derived: 1 exactly when epoch > 0.
@@ -468,6 +479,11 @@ TEST_P(Epochs, PhaseFollowsOneRuleAcrossCreateEndEpochAndLoad) {
         m.add(fngd_linear_desc(3, 2, 1));
         Handle h;
         ASSERT_TRUE(make_handle(cfg, m, h));
+        size_t counters = 0;
+        std::vector<uint8_t> img = state_image(h, &counters);  // fresh: nothing collected
+        EXPECT_EQ(0u, fngd_load_u32(img.data() + counters));
+        EXPECT_EQ((uint32_t)FNGD_PHASE_COLLECT, fngd_load_u32(img.data() + counters + 4));
+        EXPECT_EQ(0u, fngd_load_u32(img.data() + counters + 48)) << "have_collected";
         const std::vector<int64_t> ids = iota_ids(N);
         for (int epoch = 0; epoch < 5; ++epoch) {
             ASSERT_EQ(want[epoch], fngd_epoch_phase(&cfg, epoch)) << "epoch " << epoch;
@@ -477,39 +493,19 @@ TEST_P(Epochs, PhaseFollowsOneRuleAcrossCreateEndEpochAndLoad) {
             ASSERT_EQ(FNGD_SUCCESS, fngd_end_epoch(h, nullptr));
             // The image of epoch + 1: its derived collected flag, and a fresh handle that loads
             // it sits in the same epoch and phase.
-            size_t bytes = 0;
-            ASSERT_EQ(FNGD_SUCCESS, fngd_state_size(h, &bytes));
-            std::vector<uint8_t> img(bytes);
-            ASSERT_EQ(FNGD_SUCCESS, fngd_save_state(h, img.data(), bytes, nullptr));
-            const size_t counters = FNGD_STATE_PREAMBLE_BYTES + FNGD_STATE_CONFIG_BYTES +
-                                    FNGD_STATE_LAYER_BYTES + FNGD_STATE_SECTION_HEADER_BYTES;
+            img = state_image(h, &counters);
             EXPECT_EQ((uint32_t)(epoch + 1), fngd_load_u32(img.data() + counters));
             EXPECT_EQ(1u, fngd_load_u32(img.data() + counters + 48)) << "have_collected";
             Model m2;
             m2.add(fngd_linear_desc(3, 2, 1));
             Handle h2;
             ASSERT_TRUE(make_handle(cfg, m2, h2));
-            ASSERT_EQ(FNGD_SUCCESS, fngd_load_state(h2, img.data(), bytes))
+            ASSERT_EQ(FNGD_SUCCESS, fngd_load_state(h2, img.data(), img.size()))
                 << fngd_get_last_error(h2);
             EXPECT_EQ(epoch + 1, get_stats(h2).epoch);
             EXPECT_EQ(fngd_epoch_phase(&cfg, epoch + 1), get_stats(h2).phase);
         }
     }
-    // A fresh handle's image: epoch 0, collect, have_collected 0.
-    fngd_config_t cfg = base_config(N, N);
-    Model m;
-    m.add(fngd_linear_desc(3, 2, 1));
-    Handle h;
-    ASSERT_TRUE(make_handle(cfg, m, h));
-    size_t bytes = 0;
-    ASSERT_EQ(FNGD_SUCCESS, fngd_state_size(h, &bytes));
-    std::vector<uint8_t> img(bytes);
-    ASSERT_EQ(FNGD_SUCCESS, fngd_save_state(h, img.data(), bytes, nullptr));
-    const size_t counters = FNGD_STATE_PREAMBLE_BYTES + FNGD_STATE_CONFIG_BYTES +
-                            FNGD_STATE_LAYER_BYTES + FNGD_STATE_SECTION_HEADER_BYTES;
-    EXPECT_EQ(0u, fngd_load_u32(img.data() + counters));
-    EXPECT_EQ((uint32_t)FNGD_PHASE_COLLECT, fngd_load_u32(img.data() + counters + 4));
-    EXPECT_EQ(0u, fngd_load_u32(img.data() + counters + 48)) << "have_collected";
 }
 
 // The stats fields after collect and reuse steps, against what the test knows.
