@@ -30,23 +30,23 @@ namespace {
 const float kEps = FLT_EPSILON;
 
 // ---- layer descriptors used throughout -------------------------------------------------------
+// The matrix-Gram kinds (linear, conv2d) of the shared cases, the small ones (grad_len < 500):
+// the chunk and workspace tests below run each at many budgets and batch sizes.
 std::vector<Case> matmul_cases() {
     std::vector<Case> c;
-    fngd_layer_desc_t d = fngd_linear_desc(5, 3, 0);
-    c.push_back({"linear_5x3_nobias", d});
-    d = fngd_linear_desc(5, 3, 1);
-    c.push_back({"linear_5x3_bias", d});
-    d = fngd_linear_desc(4, 7, 1);
-    d.positions = 3;
-    c.push_back({"linear_tokens3_4x7_bias", d});
-    d = fngd_linear_desc(6, 5, 0);
-    d.positions = 2;
-    c.push_back({"linear_tokens2_6x5_nobias", d});
-    // stride 2, padding, dilation 2, non-square input and kernel
-    c.push_back({"conv_s2_p1_d2_bias", conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1)});
-    c.push_back({"conv_s12_p01_d12_nobias", conv_desc(3, 4, 5, 8, 2, 3, 1, 2, 0, 1, 1, 2, 0)});
-    c.push_back({"conv_1x1_bias", conv_desc(1, 3, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1)});
+    for (const Case& x : layer_cases()) {
+        const bool matrix = x.desc.kind == FNGD_LAYER_LINEAR || x.desc.kind == FNGD_LAYER_CONV2D;
+        if (matrix && make_layer(x.desc, FNGD_GRAM_MATERIALIZE).grad_len < 500) c.push_back(x);
+    }
     return c;
+}
+
+const Case& matmul_case(const std::string& name) {
+    static const std::vector<Case> cases = matmul_cases();
+    for (const Case& c : cases)
+        if (c.name == name) return c;
+    ADD_FAILURE() << "no layer case " << name;
+    return cases[0];
 }
 
 // The kinds without a matrix Gram (norm affine, generic), from the shared cases.
@@ -195,7 +195,8 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
     const int N = 7;
     fngd_layer_t conv =
         make_layer(conv_desc(2, 5, 7, 6, 3, 2, 2, 1, 1, 2, 2, 1, 1), FNGD_GRAM_MATERIALIZE);
-    fngd_layer_t lin = make_layer(matmul_cases()[2].desc, FNGD_GRAM_MATERIALIZE);  // T 3, q 7, bias
+    fngd_layer_t lin = make_layer(matmul_case("linear_tokens3_bias").desc,
+                                   FNGD_GRAM_MATERIALIZE);  // T 3, q 7, bias
     for (fngd_layer_t l : {conv, lin}) {
         const size_t T = l.T, p = l.p, pa = l.pa, q = l.q;
         const bool is_conv = l.kind == FNGD_LAYER_CONV2D, bias = pa > p;
@@ -331,7 +332,7 @@ TEST_F(CpuBackend, WorkspaceLimits) {
         }
     }
     // AUTO (unresolved) asks for enough for either method; the Gram op refuses it.
-    fngd_layer_t l = make_layer(matmul_cases()[4].desc, FNGD_GRAM_AUTO);
+    fngd_layer_t l = make_layer(matmul_case("conv_s2_p1_d2_bias").desc, FNGD_GRAM_AUTO);
     cpu_plan_t pm, pp;
     ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &pm, &err), FNGD_SUCCESS);
     ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &pp, &err), FNGD_SUCCESS);

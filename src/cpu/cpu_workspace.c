@@ -69,6 +69,20 @@ static fngd_status_t plan_op(const fngd_backend_ctx_t* ctx, const fngd_layer_t* 
 
 static int fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
+/* GENERIC layers need no workspace (BLAS runs on the caller's per-sample gradients), only a
+ * parameter count BLAS can index; any other kind is not one this build knows. */
+static fngd_status_t plan_generic_or_unknown(const fngd_layer_t* layer, const char* op,
+                                             fngd_err_t* err) {
+    if (layer->kind != FNGD_LAYER_GENERIC)
+        return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu %s: unknown layer kind %d", op,
+                         (int)layer->kind);
+    if (!fits_int(layer->grad_len))
+        return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
+                         "cpu %s: %lld generic parameters exceed BLAS int", op,
+                         (long long)layer->grad_len);
+    return FNGD_SUCCESS;
+}
+
 fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
                             fngd_gram_method_t method, size_t ws_limit, cpu_plan_t* plan,
                             fngd_err_t* err) {
@@ -94,15 +108,9 @@ fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l
                              "cpu gram: workspace of %zu bytes, %zu needed (norm affine)",
                              ws_limit, plan->bytes);
         return FNGD_SUCCESS;
-    case FNGD_LAYER_GENERIC:
-        if (!fits_int(layer->grad_len))
-            return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
-                             "cpu gram: %lld generic parameters exceed BLAS int",
-                             (long long)layer->grad_len);
-        return FNGD_SUCCESS; /* SYRK straight on the caller's per-sample gradients */
+    default:
+        return plan_generic_or_unknown(layer, "gram", err); /* SYRK on the caller's rows */
     }
-    return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu gram: unknown layer kind %d",
-                     (int)layer->kind);
 }
 
 fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
@@ -119,15 +127,9 @@ fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t*
         return plan_op(ctx, layer, N, OP_REDUCE, ws_limit, plan, err);
     case FNGD_LAYER_NORM_AFFINE:
         return FNGD_SUCCESS; /* direct loops */
-    case FNGD_LAYER_GENERIC:
-        if (!fits_int(layer->grad_len))
-            return FNGD_FAIL(err, FNGD_ERROR_NOT_SUPPORTED,
-                             "cpu weighted_grad: %lld generic parameters exceed BLAS int",
-                             (long long)layer->grad_len);
-        return FNGD_SUCCESS; /* one GEMV on the caller's per-sample gradients */
+    default:
+        return plan_generic_or_unknown(layer, "weighted_grad", err); /* one GEMV */
     }
-    return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu weighted_grad: unknown layer kind %d",
-                     (int)layer->kind);
 }
 
 /* Bytes of a plan, 0 when a dimension is unsupported (the op itself then reports why). */
