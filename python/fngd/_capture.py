@@ -13,8 +13,10 @@ hook on the module's output:
   breaks on in-place operations after the module (ReLU(inplace=True) after BatchNorm2d, as in
   torchvision's ResNet); a hook registered before an in-place op receives the gradient of the
   module's output as the module produced it.
-Nothing is recorded under torch.no_grad(), inside torch.func transforms, or while `capturing`
-is off (global mode's reuse epochs, which need no capture at all).
+Nothing is recorded under torch.no_grad() or inside torch.func transforms. While capturing is
+off (global mode's reuse epochs, which need no capture at all) the hooks are not registered at
+all, so nn.Module runs its hook-free call path; they are registered again (after any hooks
+added meanwhile) when an epoch captures again (recompute_every).
 """
 
 from __future__ import annotations
@@ -56,26 +58,41 @@ def _restore(layer):
 
 
 class Hooks:
-    """The hooks of every preconditioned layer; `capturing` switches recording on and off."""
+    """The hooks of every preconditioned layer. set_capturing(False) unregisters them until
+    set_capturing(True); remove() detaches them for good."""
 
     def __init__(self, layers, skip_weight_grad: bool):
         self.layers = layers
         self.skip_weight_grad = skip_weight_grad
-        self.capturing = True
-        self.handles = []
-        for layer in layers:
-            self.handles.append(layer.module.register_forward_pre_hook(self._pre_hook(layer)))
-            self.handles.append(layer.module.register_forward_hook(self._hook(layer)))
+        self.attached, self.capturing, self.handles = True, False, []
+        self.set_capturing(True)
 
     def __bool__(self) -> bool:
-        return bool(self.handles)
+        return self.attached
+
+    def set_capturing(self, on: bool) -> None:
+        if on == self.capturing:
+            return
+        self.capturing = on
+        if not on:
+            self._unregister()
+        elif self.attached:
+            for layer in self.layers:
+                m = layer.module
+                self.handles.append(m.register_forward_pre_hook(self._pre_hook(layer)))
+                self.handles.append(m.register_forward_hook(self._hook(layer)))
+
+    def _unregister(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        self.discard()
 
     def _pre_hook(self, layer):
         def pre_hook(module, args):
             if layer.toggled:
                 _restore(layer)  # a previous forward of this module raised
-            if not (self.capturing and self.skip_weight_grad and torch.is_grad_enabled()) \
-                    or _functorch_active():
+            if not (self.skip_weight_grad and torch.is_grad_enabled()) or _functorch_active():
                 return
             x = args[0] if args else None
             if isinstance(x, torch.Tensor) and x.requires_grad:
@@ -90,7 +107,7 @@ class Hooks:
         def hook(module, args, output):
             if layer.toggled:
                 _restore(layer)
-            if not (self.capturing and torch.is_grad_enabled()) or _functorch_active():
+            if not torch.is_grad_enabled() or _functorch_active():
                 return
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return
@@ -107,26 +124,39 @@ class Hooks:
                 _restore(layer)
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-        self.discard()
+        self._unregister()
+        self.attached = False
 
     def gather(self, max_batch: int) -> int:
         """Validate what was captured for this step; returns the batch size N. Afterwards each
         layer's captures[0] holds its (input, output gradient)."""
-        layers = self.layers
-        if any(len(l.captures) != 1 or l.captures[0].e is None for l in layers):
+        n = self._batch_size(max_batch)
+        if n is None:  # not one complete capture per layer: the slow path
             self._drop_unreached()
-        caps = [l.captures[0] for l in layers if len(l.captures) == 1]
-        if len(caps) == len(layers) and all(c.e is not None for c in caps):
-            n = caps[0].a.shape[0]
-            if any(c.a.shape[0] != n for c in caps):
-                raise RuntimeError("layers saw different batch sizes: "
-                                   f"{ {l.name: l.captures[0].a.shape[0] for l in layers} }")
-            if n > max_batch:
-                raise ValueError(f"batch of {n} samples exceeds max_batch={max_batch}")
-            return n
+            n = self._batch_size(max_batch)
+            if n is None:
+                self._refuse()
+        return n
+
+    def _batch_size(self, max_batch):
+        n, same = None, True
+        for l in self.layers:
+            c = l.captures
+            if len(c) != 1 or c[0].e is None:
+                return None
+            m = c[0].a.shape[0]
+            if n is None:
+                n = m
+            same = same and m == n
+        if not same:
+            raise RuntimeError("layers saw different batch sizes: "
+                               f"{ {l.name: l.captures[0].a.shape[0] for l in self.layers} }")
+        if n > max_batch:
+            raise ValueError(f"batch of {n} samples exceeds max_batch={max_batch}")
+        return n
+
+    def _refuse(self):
+        layers = self.layers
         runs = {l.name: len(l.captures) for l in layers}
         if all(v == 0 for v in runs.values()):
             raise RuntimeError("step() called with nothing captured: run the forward pass with "

@@ -70,6 +70,8 @@ def current_lr(lr) -> float:
     """The learning rate to hand the library at this step."""
     v = (lr.param_groups[0]["lr"] if isinstance(lr, torch.optim.Optimizer)
          else lr() if callable(lr) else lr)
+    if type(v) is float and 0.0 <= v < math.inf:  # the usual case, without the ABC checks
+        return v
     return real("the learning rate (lr)", v, lambda x: x >= 0, "finite and >= 0")
 
 
@@ -135,6 +137,12 @@ def resolve(model, defaults: _lib.Config, **kw) -> dict:
     return o
 
 
+_INT_DTYPES = frozenset(d for d in (torch.uint8, torch.int8, torch.int16, torch.int32,
+                                    torch.int64, getattr(torch, "uint16", None),
+                                    getattr(torch, "uint32", None),
+                                    getattr(torch, "uint64", None)) if d is not None)
+
+
 def sample_ids(ids, n=None) -> torch.Tensor:
     """Sample ids as the library reads them: a 1-D host int64 tensor. Integer tensors (any
     device), NumPy integer arrays and sequences of ints are accepted; floats, bools and
@@ -150,7 +158,7 @@ def sample_ids(ids, n=None) -> torch.Tensor:
             ids = torch.as_tensor(ids)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TypeError(f"sample_ids must be a 1-D sequence of integers: {e}") from None
-    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+    if ids.dtype not in _INT_DTYPES:
         raise TypeError(f"sample_ids must be integers (data-set indices), got dtype {ids.dtype}"
                         " (a float or bool tensor would be truncated)")
     if ids.dim() != 1:

@@ -161,7 +161,7 @@ class FNGDPreconditioner:
 
     def _set_phase(self, phase):
         self._phase = phase
-        self._hooks.capturing = not self.needs_loss_weights
+        self._hooks.set_capturing(not self.needs_loss_weights)
 
     def _device(self) -> torch.device:
         devs = {p.device for layer in self.layers for p in layer.params}
