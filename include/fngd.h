@@ -347,7 +347,9 @@ FNGD_API fngd_layer_desc_t fngd_generic_desc(int64_t num_params);
  * fngd_prepare). On failure *handle is NULL and fngd_get_last_error(NULL) explains why.
  */
 FNGD_API fngd_status_t fngd_create(const fngd_config_t* config, fngd_handle_t* handle);
-/** Free everything the handle owns. Blocks until its pending GPU work is done. NULL is a no-op. */
+/** Free everything the handle owns. Blocks until its pending GPU work is done: it synchronises
+ *  the stream of the handle's last enqueuing call (which must still exist), not the whole
+ *  device. NULL is a no-op. */
 FNGD_API fngd_status_t fngd_destroy(fngd_handle_t handle);
 
 /**

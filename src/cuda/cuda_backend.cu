@@ -41,8 +41,9 @@ static void cuda_destroy(fngd_backend_ctx_t* ctx)
      * pointers are freed by address, whichever device is current). */
     fngd_cuda_device_guard dev;
     (void)dev.enter(ctx->device, NULL);
-    /* Pending work may still read the staging ring and scratch: finish it first. */
-    cudaDeviceSynchronize();
+    /* fngd_destroy has synchronised the stream of the handle's last call (the calls of one
+     * handle are ordered on its streams); the id ring waits on its own slot events. No
+     * device-wide synchronisation: other work on the device is not the handle's. */
     fngd_cuda_ids_destroy(ctx);
     fngd_cuda_dnn_destroy(ctx);
     fngd_cuda_summary_destroy(ctx);
@@ -201,8 +202,11 @@ extern "C" const fngd_backend_ops_t* fngd_cuda_backend_ops(void) { return &fngd_
 extern "C" int fngd_cuda_device_available(void)
 {
     int count = 0;
+    const cudaError_t pending = cudaPeekAtLastError();
     if (cudaGetDeviceCount(&count) != cudaSuccess) {
-        cudaGetLastError(); /* clear the sticky "no device / no driver" status */
+        /* Clear the "no device / no driver" status this query raised, never an error the
+         * caller had pending before it. */
+        if (pending == cudaSuccess) (void)cudaGetLastError();
         return 0;
     }
     return count > 0;

@@ -31,8 +31,13 @@ fngd_status_t fngd_cuda_ids_create(fngd_backend_ctx_t* ctx, fngd_err_t* err)
 
 void fngd_cuda_ids_destroy(fngd_backend_ctx_t* ctx)
 {
+    /* A pending copy may still read a pinned slot: wait for each slot's own event (never
+     * recorded: completes at once), not for the whole device. */
     for (int k = 0; k < FNGD_CUDA_ID_RING; ++k)
-        if (ctx->ring_event[k]) cudaEventDestroy(ctx->ring_event[k]);
+        if (ctx->ring_event[k]) {
+            (void)cudaEventSynchronize(ctx->ring_event[k]);
+            cudaEventDestroy(ctx->ring_event[k]);
+        }
     if (ctx->ids_dev) cudaFree(ctx->ids_dev);
     if (ctx->ids_host) cudaFreeHost(ctx->ids_host);
 }

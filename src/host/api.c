@@ -220,6 +220,11 @@ cleanup:
 fngd_status_t fngd_destroy(fngd_handle_t handle) {
     if (!handle) return FNGD_SUCCESS;
     fngd_nvtx_push("fngd_destroy");
+    /* The handle's work is ordered on the stream of its last enqueuing call: wait for that
+     * stream only (a failure here, e.g. a stream the caller already destroyed, is ignored:
+     * destroy cannot fail). */
+    if (handle->prepared) (void)handle->ops->synchronize(handle->ctx, handle->last_stream,
+                                                         &handle->err);
     fngd_release_backend_memory(handle);
     if (handle->ctx) handle->ops->destroy(handle->ctx);
     fngd_host_free(handle->layers);
