@@ -440,7 +440,9 @@ FNGD_API fngd_status_t fngd_get_stats(fngd_handle_t handle, fngd_stats_t* stats)
 /**
  * Copy stored coefficients for host ids[0..n) of coefficient set `set` (layer index in
  * per-layer mode, 0 in global mode) into host `coefs`; ids never stored give NaN. Blocking,
- * ordered after the last enqueuing call's stream like fngd_get_stats.
+ * ordered after the last enqueuing call's stream like fngd_get_stats. With set =
+ * FNGD_ALL_SETS, coefs receives n x nsets floats, id-major (coefs[i * nsets + s]), every set
+ * in one call (see fngd_set_coefficients).
  */
 FNGD_API fngd_status_t fngd_get_coefficients(fngd_handle_t handle, int set, int64_t n,
                                              const int64_t* ids, float* coefs);
@@ -468,6 +470,49 @@ FNGD_API fngd_status_t fngd_load_state(fngd_handle_t handle, const void* buffer,
 FNGD_API fngd_status_t fngd_save_file(fngd_handle_t handle, const char* path);
 /** Load a file written by fngd_save_file (same rules as fngd_load_state). */
 FNGD_API fngd_status_t fngd_load_file(fngd_handle_t handle, const char* path);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Coefficient import (data-parallel training: README "Data-parallel", METHOD.md section     */
+/* "Data-parallel"). Export is fngd_get_coefficients.                                         */
+
+/** `set` of fngd_get_coefficients / fngd_set_coefficients: all coefficient sets at once;
+ *  coefs is then n x nsets floats, id-major (coefs[i * nsets + s]), the table's own layout. */
+#define FNGD_ALL_SETS (-1)
+
+/** Number of coefficient sets: the number of layers in per-layer mode, 1 in global mode.
+ *  Fixed once the layer set is frozen (fngd_prepare or the first step). */
+FNGD_API fngd_status_t fngd_get_num_coefficient_sets(fngd_handle_t handle, int* nsets);
+
+/**
+ * Store coefficients by id, in bulk: the import that fngd_get_coefficients exports, e.g. the
+ * (id, alpha) pairs other ranks collected, all-gathered with MPI or NCCL.
+ *
+ * ids: host memory, n distinct ids in [0, num_samples). coefs: host memory, n floats of set
+ * `set` (0 <= set < nsets), or n x nsets floats with set = FNGD_ALL_SETS (id-major).
+ * - A finite value overwrites the stored coefficient and marks the id stored (the id then
+ *   counts in stats.coefs_stored and is no longer a fallback id in reuse steps).
+ * - NaN means "nothing to import for this id": the id keeps what it has (stored value or
+ *   none). So fngd_get_coefficients' output, NaN for never-stored ids, imports back as a
+ *   no-op. With FNGD_ALL_SETS an id's row must be all NaN or all finite.
+ * - An id has one stored flag for all sets, so with nsets > 1 a single-set import may only
+ *   overwrite ids that are already stored; a new id must come with every set (FNGD_ALL_SETS).
+ * Refused with nothing changed: INVALID_STATE before fngd_prepare / the first step;
+ * INVALID_ARGUMENT for a NULL pointer, n < 0, a set out of range, an id out of range or
+ * repeated, a row mixing NaN and finite values, a new id in a single-set import;
+ * NONFINITE for an Inf. (A backend failure in the middle of the copy, which validation
+ * cannot foresee, may leave part of the import done.)
+ *
+ * Afterwards the fallback means (FNGD_FALLBACK_STORED_MEAN) are recomputed from the whole
+ * table, exactly as fngd_end_epoch does after a collect epoch, so reuse steps, fngd_get_stats
+ * and checkpoints agree with a handle that had collected the imported ids itself; the epoch,
+ * phase and step counters are not touched. Any phase. Coefficients scale with the batch size
+ * they were solved at (alpha ~ 1/(N lambda)): import only coefficients of the same N.
+ * Blocking, ordered after the last enqueuing call's stream like fngd_get_stats; no
+ * synchronisation per id (the values are staged through backend memory in large pieces and
+ * scattered max_batch ids at a time).
+ */
+FNGD_API fngd_status_t fngd_set_coefficients(fngd_handle_t handle, int set, int64_t n,
+                                             const int64_t* ids, const float* coefs);
 
 #ifdef __cplusplus
 }

@@ -248,7 +248,7 @@ TEST_P(BadInput, NullOutputArguments) {
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_coefficients(h, 0, kN, nullptr, c));
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_coefficients(h, 0, kN, ids.data(), nullptr));
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_coefficients(h, 99, kN, ids.data(), c));
-    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_coefficients(h, -1, kN, ids.data(), c));
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_coefficients(h, -2, kN, ids.data(), c));
     std::vector<int64_t> bad = {0, kSamples};
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_get_coefficients(h, 0, 2, bad.data(), c));
     fngd_gram_method_t gm;

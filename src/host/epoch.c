@@ -7,9 +7,9 @@ fngd_phase_t fngd_epoch_phase(const fngd_config_t* cfg, int epoch) {
     return epoch == 0 || (R > 0 && epoch % R == 0) ? FNGD_PHASE_COLLECT : FNGD_PHASE_REUSE;
 }
 
-/* Refresh the per-set fallback means from the table (after a collect epoch): one summary of
- * every set (one synchronisation), one upload. */
-static fngd_status_t refresh_fallback(fngd_handle_t h, fngd_stream_t stream) {
+/* Refresh the per-set fallback means from the table (after a collect epoch, or an import):
+ * one summary of every set (one synchronisation), one upload. */
+fngd_status_t fngd_refresh_fallback(fngd_handle_t h, fngd_stream_t stream) {
     FNGD_TRY(h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen, h->cfg.num_samples,
                                      h->nsets, h->coef_summary, stream, &h->err));
     for (int set = 0; set < h->nsets; ++set) {
@@ -28,7 +28,7 @@ fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
     h->last_stream = stream;
     fngd_nvtx_push("fngd_end_epoch");
     fngd_status_t s = FNGD_SUCCESS;
-    if (k->phase == FNGD_PHASE_COLLECT) s = refresh_fallback(h, stream);
+    if (k->phase == FNGD_PHASE_COLLECT) s = fngd_refresh_fallback(h, stream);
     if (s == FNGD_SUCCESS) s = h->ops->synchronize(h->ctx, stream, &h->err);
     if (s == FNGD_SUCCESS) {
         k->epoch++;

@@ -58,8 +58,9 @@ fngd_status_t fngd_get_coefficients(fngd_handle_t h, int set, int64_t n, const i
     FNGD_REQUIRE_HANDLE(h);
     fngd_err_t* err = &h->err;
     FNGD_REQUIRE(err, h->prepared, FNGD_ERROR_INVALID_STATE, "no step has been taken yet");
-    FNGD_REQUIRE(err, set >= 0 && set < h->nsets, FNGD_ERROR_INVALID_ARGUMENT,
-                 "set %d out of range (%d coefficient sets)", set, h->nsets);
+    FNGD_REQUIRE(err, set == FNGD_ALL_SETS || (set >= 0 && set < h->nsets),
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "set %d out of range (%d coefficient sets, or FNGD_ALL_SETS)", set, h->nsets);
     FNGD_REQUIRE(err, n >= 0, FNGD_ERROR_INVALID_ARGUMENT, "n must be >= 0");
     if (n == 0) return FNGD_SUCCESS;
     FNGD_REQUIRE(err, ids && coefs, FNGD_ERROR_INVALID_ARGUMENT, "ids or coefs is NULL");
@@ -88,7 +89,12 @@ fngd_status_t fngd_get_coefficients(fngd_handle_t h, int set, int64_t n, const i
         s = h->ops->download(h->ctx, seen, h->coef_seen + lo, rows, h->last_stream, err);
     for (int64_t i = 0; s == FNGD_SUCCESS && i < n; ++i) {
         const size_t r = (size_t)(ids[i] - lo);
-        coefs[i] = seen[r] ? table[r * nsets + (size_t)set] : NAN;
+        if (set == FNGD_ALL_SETS) {
+            for (size_t k = 0; k < nsets; ++k)
+                coefs[(size_t)i * nsets + k] = seen[r] ? table[r * nsets + k] : NAN;
+        } else {
+            coefs[i] = seen[r] ? table[r * nsets + (size_t)set] : NAN;
+        }
     }
     fngd_host_free(table);
     fngd_host_free(seen);
