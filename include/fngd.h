@@ -149,7 +149,7 @@ typedef enum fngd_phase {
 
 typedef enum fngd_layer_kind {
     FNGD_LAYER_LINEAR = 0,      /**< y = x W^T (+ b), W: out x in */
-    FNGD_LAYER_CONV2D = 1,      /**< 2-D convolution, NCHW, W: C_out x C_in x kh x kw, groups 1 */
+    FNGD_LAYER_CONV2D = 1,      /**< 2-D convolution, NCHW, W: C_out x C_in/groups x kh x kw */
     FNGD_LAYER_NORM_AFFINE = 2, /**< y = gamma * xhat + beta, per channel (batch/layer norm) */
     FNGD_LAYER_GENERIC = 3      /**< caller supplies per-sample gradients directly */
 } fngd_layer_kind_t;
@@ -252,7 +252,7 @@ typedef struct fngd_config {
  * - grad_weight, grad_bias: receive the direction with FNGD_OUTPUT_WRITE_GRAD (overwritten).
  * Shapes (PyTorch layouts):
  *   LINEAR       weight out x in, bias out
- *   CONV2D       weight C_out x C_in x kh x kw, bias C_out
+ *   CONV2D       weight C_out x C_in/groups x kh x kw, bias C_out
  *   NORM_AFFINE  weight (scale, gamma) C, bias (shift, beta) C
  *   GENERIC      weight num_params; bias unused
  */
@@ -275,6 +275,12 @@ typedef struct fngd_layer_desc {
     float* bias;
     float* grad_weight;
     float* grad_bias;
+    /* CONV2D (appended): groups of a grouped convolution as in PyTorch's nn.Conv2d; 0 or 1 =
+       ungrouped. C_in and C_out must be multiples of it; groups = C_in is depthwise. Output
+       channel o sees input channels [g C_in/groups, (g+1) C_in/groups) with g = o / (C_out /
+       groups). Conv1d is CONV2D with in_h = kernel_h = 1. The CUDA backend does not support
+       groups > 1 yet: fngd_add_layer returns FNGD_ERROR_NOT_SUPPORTED there. */
+    int groups;
 } fngd_layer_desc_t;
 
 /**

@@ -12,6 +12,16 @@ using namespace fngd_test;
 
 namespace {
 
+fngd_layer_desc_t grouped(fngd_layer_desc_t d, int groups) {
+    d.groups = groups;
+    return d;
+}
+// Conv1d as the header documents it: CONV2D with in_h = kernel_h = 1 (N x C x 1 x L).
+fngd_layer_desc_t conv1d(int cin, int cout, int L, int k, int stride, int pad, int dil, int groups,
+                         int bias) {
+    return grouped(conv_desc(cin, cout, 1, L, 1, k, 1, stride, 0, pad, 1, dil, bias), groups);
+}
+
 // ---- the reference checked against itself -----------------------------------------------------
 
 // The Woodbury identity the library relies on, checked on the reference: the dense d x d solve
@@ -89,6 +99,47 @@ TEST(Reference, ConvHandComputed) {
     dy = {1};
     ASSERT_EQ(0, fngd_ref_per_sample_grads(&d, 1, x.data(), dy.data(), 1.0, G.data(), 5, 0));
     EXPECT_EQ((std::vector<double>{1, 3, 7, 9, 1}), G);
+}
+
+// A depthwise convolution by hand: 2 channels, 2x2 input, 1x1 kernel, groups 2, so output
+// channel o sees only input channel o: g = [sum dy0*x0, sum dy1*x1] (+ bias sums). Then
+// groups 2 with 4 inputs, 2 outputs: output 1 sees input channels 2, 3 only.
+TEST(Reference, GroupedConvHandComputed) {
+    fngd_layer_desc_t d = grouped(fngd_conv2d_desc(2, 2, 2, 2, 1, 1, 1), 2);
+    fngd_ref_geom_t g;
+    ASSERT_EQ(0, fngd_ref_geometry(&d, &g));
+    ASSERT_EQ(2, g.n_weight);
+    std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8}, dy = {1, 0, 0, 1, 0, 1, 1, 0};
+    std::vector<double> G(4);
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&d, 1, x.data(), dy.data(), 1.0, G.data(), 4, 0));
+    EXPECT_EQ((std::vector<double>{1 + 4, 6 + 7, 2, 2}), G);
+    d = grouped(fngd_conv2d_desc(4, 2, 1, 1, 1, 1, 0), 2);
+    ASSERT_EQ(0, fngd_ref_geometry(&d, &g));
+    ASSERT_EQ(4, g.n_weight);
+    x = {1, 2, 3, 4};
+    dy = {10, 100};
+    ASSERT_EQ(0, fngd_ref_per_sample_grads(&d, 1, x.data(), dy.data(), 1.0, G.data(), 4, 0));
+    EXPECT_EQ((std::vector<double>{10, 20, 300, 400}), G);
+    d.groups = 3;  // 4 channels do not split into 3 groups
+    EXPECT_EQ(-1, fngd_ref_geometry(&d, &g));
+}
+
+// Grouped descriptors the library must refuse at fngd_add_layer (INVALID_ARGUMENT), and the
+// ungrouped values 0 and 1 it must take alike.
+TEST(Reference, GroupedConvDescriptorChecks) {
+    fngd_config_t cfg = base_config(4, 8);
+    fngd_handle_t h = nullptr;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_create(&cfg, &h));
+    fngd_layer_desc_t d = fngd_conv2d_desc(4, 6, 5, 5, 3, 3, 1);
+    for (int bad : {-1, 3, 4, 5}) {  // negative, 4 % 3, 6 % 4, both
+        d.groups = bad;
+        EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_add_layer(h, &d, nullptr)) << bad;
+    }
+    for (int ok : {0, 1, 2}) {
+        d.groups = ok;
+        EXPECT_EQ(FNGD_SUCCESS, fngd_add_layer(h, &d, nullptr)) << ok;
+    }
+    fngd_destroy(h);
 }
 
 // ---- library against reference ----------------------------------------------------------------
@@ -230,6 +281,18 @@ std::vector<Case> all_cases() {
         add("ConvNonSquareMixed_N13", {conv_desc(3, 2, 6, 11, 2, 3, 2, 1, 1, 2, 1, 2, 1)}, 13);
         add("ConvN1", {conv_desc(2, 3, 6, 5, 3, 3, 2, 1, 1, 0, 1, 1, 1)}, 1);
         add("ConvN128", {conv_desc(2, 3, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1)}, 128);
+        // Grouped and depthwise convolutions (groups appended to the descriptor).
+        add("ConvGroups2Odd_N7", {grouped(conv_desc(4, 6, 5, 7, 3, 3, 1, 1, 0, 0, 1, 1, 1), 2)}, 7);
+        add("ConvGroups3Stride2Pad_N13",
+            {grouped(conv_desc(6, 3, 9, 8, 3, 2, 2, 1, 1, 1, 1, 1, 0), 3)}, 13);
+        add("ConvDepthwise_N7", {grouped(conv_desc(5, 5, 6, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1), 5)}, 7);
+        add("ConvDepthwiseMult2Dil_N13",
+            {grouped(conv_desc(3, 6, 8, 7, 3, 3, 2, 1, 1, 2, 2, 1, 1), 3)}, 13);
+        add("ConvDepthwiseN1", {grouped(conv_desc(4, 4, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 4)}, 1);
+        add("ConvGroupsN1", {grouped(conv_desc(4, 2, 5, 6, 2, 3, 1, 2, 0, 1, 1, 1, 1), 2)}, 1);
+        add("ConvGroupsN128", {grouped(conv_desc(4, 4, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1), 2)}, 128);
+        add("Conv1dDepthwise_N13", {conv1d(6, 6, 11, 3, 1, 1, 1, 6, 1)}, 13);
+        add("Conv1dGroups2Stride2_N7", {conv1d(4, 6, 13, 5, 2, 2, 1, 2, 0)}, 7);
     }
     auto add = [&](std::string name, std::vector<fngd_layer_desc_t> layers, int N) {
         Case c;
@@ -270,6 +333,21 @@ std::vector<Case> all_cases() {
                         c->convention = conv_k ? FNGD_GRAD_PER_SAMPLE : FNGD_GRAD_MEAN_LOSS;
                         c->custom_rhs = rhs != 0;
                     }
+    // Grouped / depthwise conv (2-D and 1-D) beside the other kinds, per-layer and global.
+    std::vector<fngd_layer_desc_t> mixed_grouped = {
+        grouped(conv_desc(4, 4, 6, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 4),
+        grouped(conv_desc(4, 6, 6, 5, 3, 1, 2, 1, 1, 0, 1, 1, 0), 2), norm(3, 7, 1, 0),
+        conv1d(6, 3, 9, 3, 1, 1, 2, 3, 1), linear(5, 4, 1, 3)};
+    for (int mode = 0; mode < 2; ++mode)
+        for (int mi = 0; mi < 3; ++mi)
+            for (int N : {1, 7, 13}) {
+                const char* mn[] = {"Auto", "Materialize", "Position"};
+                Case* c = add(std::string("MixedGrouped_") + (mode ? "Global_" : "PerLayer_") +
+                                  mn[mi] + "_N" + std::to_string(N),
+                              mixed_grouped, N);
+                c->mode = mode ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
+                c->method = (fngd_gram_method_t)mi;
+            }
     Case* big = add("Mixed_Global_N128", mixed, 128);
     big->mode = FNGD_COEF_GLOBAL;
     Case* pos = add("Mixed_Global_Position_N7", mixed, 7);
@@ -286,7 +364,8 @@ std::vector<Case> all_cases() {
                 Case* c = add(std::string("Chunked") + (cap == 1 ? "Min" : "64K") + "_" +
                                   mname[mi] + "_N" + std::to_string(N),
                               {conv_desc(3, 4, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1),
-                               linear(7, 5, 1, 3), norm(4, 6, 1, 1)},
+                               linear(7, 5, 1, 3), norm(4, 6, 1, 1),
+                               grouped(conv_desc(4, 6, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 2)},
                               N);
                 c->method = methods[mi];
                 c->max_workspace_bytes = cap;
@@ -406,6 +485,12 @@ Case random_case(Rng& rng, int k) {
             // gradients are all zero has no well-defined trace-relative damping.
             c.layers.push_back(conv_desc(pick(1, 3), pick(1, 4), std::max(h, 1), std::max(w, 1),
                                          kh, kw, pick(1, 3), pick(1, 3), ph, pw, dh, dw, 1));
+            if (k >= 40) {  // seeds past the original 40: grouped (1..3 groups, some depthwise)
+                int gr = pick(1, 3);
+                c.layers.back().in_channels = gr * pick(1, 2);
+                c.layers.back().out_channels = gr * pick(1, 2);
+                c.layers.back().groups = gr;
+            }
             fngd_ref_geom_t g;
             if (fngd_ref_geometry(&c.layers.back(), &g) != 0) c.layers.back() = linear(3, 2, 1, 1);
             break;
@@ -427,7 +512,7 @@ Case random_case(Rng& rng, int k) {
 
 TEST(Direction, RandomSweep) {
     Rng rng(2024);
-    for (int k = 0; k < 40; ++k) {
+    for (int k = 0; k < 60; ++k) {  // 40..59 also draw grouped convolutions
         Case c = random_case(rng, k);
         if (std::getenv("FNGD_TEST_VERBOSE"))
             for (auto& d : c.layers)

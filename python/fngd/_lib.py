@@ -104,6 +104,7 @@ class LayerDesc(Structure):
         ("bias", c_void_p),
         ("grad_weight", c_void_p),
         ("grad_bias", c_void_p),
+        ("groups", c_int),
     ]
 
 

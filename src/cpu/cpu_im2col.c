@@ -1,4 +1,6 @@
 /* Layout helpers: convolution patches (im2col), grad_output rows, fills, symmetric mirror.
+ * A patch row holds the taps of all C_in channels (layer->cols floats); group g of a grouped
+ * conv is its column range [g*p, (g+1)*p), read with leading dimension cols.
  * Plain loops; all the arithmetic of the backend happens in BLAS on what these produce. */
 #include <string.h>
 
@@ -17,7 +19,7 @@ static void im2col_general(const fngd_layer_t* layer, const float* input, int i0
     const int C = d->in_channels, H = d->in_h, W = d->in_w;
     const int kh = d->kernel_h, kw = d->kernel_w;
     const int oh_n = layer->out_h, ow_n = layer->out_w;
-    const int64_t p = layer->p, T = layer->T;
+    const int64_t p = layer->cols, T = layer->T; /* row: all C_in channels' taps */
     for (int i = 0; i < nb; ++i) {
         const float* x = input + (int64_t)(i0 + i) * C * H * W;
         for (int oh = 0; oh < oh_n; ++oh) {

@@ -1,7 +1,7 @@
 /* weighted_grad: out = scale * sum_i alpha_i g_i as one reduction, never forming the g_i
  * (METHOD.md section 4, last part). LINEAR/CONV2D: scale the T rows of E_i by alpha_i*scale
  * (DE), then out_w = DE^T A (one GEMM over the rows of a sample chunk; one chunk unless the
- * workspace budget forces more) and out_b = DE^T 1. NORM_AFFINE: direct sums. GENERIC:
+ * workspace budget forces more; one per group of a grouped conv) and out_b = DE^T 1. NORM_AFFINE: direct sums. GENERIC:
  * out_w = scale * G^T alpha. */
 #include <cblas.h>
 
@@ -11,12 +11,13 @@ static void reduce_matmul(const fngd_layer_t* layer, const fngd_layer_batch_t* b
                           const float* alpha, float scale, float* out_w, float* out_b,
                           const cpu_plan_t* plan, void* ws) {
     const int T = layer->T, p = layer->p, q = layer->q;
+    const int G = layer->groups, qg = q / G, lda = layer->cols;
     const int bias = layer->pa > layer->p;
     const int conv = layer->kind == FNGD_LAYER_CONV2D;
     const int nb = plan->chunk;
     cpu_ws_t w = {(char*)ws};
     float* DE = cpu_ws_take(&w, (size_t)nb * T * q);
-    float* Abuf = conv ? cpu_ws_take(&w, (size_t)nb * T * p) : NULL;
+    float* Abuf = conv ? cpu_ws_take(&w, (size_t)nb * T * lda) : NULL;
     float* ones = bias ? cpu_ws_take(&w, (size_t)nb * T) : NULL;
     if (ones) cpu_fill(ones, (size_t)nb * T, 1.0f);
 
@@ -39,8 +40,11 @@ static void reduce_matmul(const fngd_layer_t* layer, const fngd_layer_batch_t* b
             A = batch->input + (int64_t)i0 * T * p;
         }
         const float beta = i0 == 0 ? 0.0f : 1.0f;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, q, p, rows, 1.0f, DE, q, A, p, beta,
-                    out_w, p);
+        /* group g: out_w rows g*qg.. = DE columns g*qg.. ^T times A columns g*p.. */
+        for (int g = 0; g < G; ++g)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, qg, p, rows, 1.0f,
+                        DE + (int64_t)g * qg, q, A + (int64_t)g * p, lda, beta,
+                        out_w + (int64_t)g * qg * p, p);
         if (bias)
             cblas_sgemv(CblasRowMajor, CblasTrans, rows, q, 1.0f, DE, q, ones, 1, beta, out_b, 1);
     }

@@ -17,7 +17,8 @@ typedef enum { OP_MATERIALIZE, OP_POSITION, OP_REDUCE } cpu_op_t;
 
 /* Workspace bytes of `op` with chunk c (pieces as the op carves them). */
 static size_t op_bytes(const fngd_layer_t* l, int N, cpu_op_t op, size_t c) {
-    const size_t T = (size_t)l->T, p = (size_t)l->p, pa = (size_t)l->pa, q = (size_t)l->q;
+    const size_t T = (size_t)l->T, p = (size_t)l->cols, pa = (size_t)l->pa, q = (size_t)l->q;
+    /* p here is the patch row length (all C_in channels' taps); pa stays one group's */
     const size_t n = (size_t)N;
     const int bias = l->pa > l->p;
     const int conv = l->kind == FNGD_LAYER_CONV2D;
@@ -53,7 +54,7 @@ static int largest_fitting(const fngd_layer_t* l, int N, cpu_op_t op, int max_ch
 
 static fngd_status_t plan_op(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l, int N,
                              cpu_op_t op, size_t ws_limit, cpu_plan_t* plan, fngd_err_t* err) {
-    const int max_chunk = op == OP_MATERIALIZE ? l->q : N;
+    const int max_chunk = op == OP_MATERIALIZE ? l->q / l->groups : N; /* within a group */
     int c = largest_fitting(l, N, op, max_chunk, ctx->chunk_budget);
     if (c == 0) c = 1; /* the budget is soft: one chunk minimum */
     const int fit = largest_fitting(l, N, op, c, ws_limit);

@@ -16,6 +16,8 @@ static fngd_status_t init_linear(fngd_layer_t* l, const fngd_layer_desc_t* d, ch
     if (d->positions <= 0) return bad(m, n, "LINEAR needs positions >= 1");
     l->T = d->positions;
     l->p = d->in_features;
+    l->groups = 1;
+    l->cols = l->p;
     l->q = d->out_features;
     l->in_per_sample = (int64_t)l->T * l->p;
     l->out_per_sample = (int64_t)l->T * l->q;
@@ -29,6 +31,10 @@ static fngd_status_t init_conv2d(fngd_layer_t* l, const fngd_layer_desc_t* d, ch
         d->dilation_h <= 0 || d->dilation_w <= 0)
         return bad(m, n, "CONV2D needs kernel, stride and dilation > 0");
     if (d->pad_h < 0 || d->pad_w < 0) return bad(m, n, "CONV2D needs padding >= 0");
+    if (d->groups < 0) return bad(m, n, "CONV2D needs groups >= 0 (0 or 1: ungrouped)");
+    const int G = d->groups > 1 ? d->groups : 1;
+    if (d->in_channels % G != 0 || d->out_channels % G != 0)
+        return bad(m, n, "CONV2D needs in_channels and out_channels divisible by groups");
     int64_t eff_h = (int64_t)d->dilation_h * (d->kernel_h - 1) + 1;
     int64_t eff_w = (int64_t)d->dilation_w * (d->kernel_w - 1) + 1;
     int64_t span_h = (int64_t)d->in_h + 2 * (int64_t)d->pad_h - eff_h;
@@ -38,10 +44,12 @@ static fngd_status_t init_conv2d(fngd_layer_t* l, const fngd_layer_desc_t* d, ch
     l->out_h = (int)(span_h / d->stride_h + 1);
     l->out_w = (int)(span_w / d->stride_w + 1);
     int64_t T = (int64_t)l->out_h * l->out_w;
-    int64_t p = (int64_t)d->in_channels * d->kernel_h * d->kernel_w;
-    if (!FITS_INT(T) || !FITS_INT(p)) return bad(m, n, "CONV2D sizes overflow");
+    int64_t cols = (int64_t)d->in_channels * d->kernel_h * d->kernel_w;
+    if (!FITS_INT(T) || !FITS_INT(cols)) return bad(m, n, "CONV2D sizes overflow");
     l->T = (int)T;
-    l->p = (int)p;
+    l->groups = G;
+    l->cols = (int)cols;
+    l->p = (int)(cols / G);
     l->q = d->out_channels;
     l->in_per_sample = (int64_t)d->in_channels * d->in_h * d->in_w;
     l->out_per_sample = (int64_t)l->q * l->T;
@@ -55,6 +63,8 @@ static fngd_status_t init_norm(fngd_layer_t* l, const fngd_layer_desc_t* d, char
         return bad(m, n, "NORM_AFFINE channels_last must be 0 or 1");
     l->T = d->norm_positions;
     l->p = 1;
+    l->groups = 1;
+    l->cols = 1;
     l->q = d->num_features;
     l->in_per_sample = (int64_t)l->T * l->q;
     l->out_per_sample = l->in_per_sample;
@@ -66,6 +76,8 @@ static fngd_status_t init_generic(fngd_layer_t* l, const fngd_layer_desc_t* d, c
     if (d->has_bias) return bad(m, n, "GENERIC has no bias (put every parameter in weight)");
     l->T = 1;
     l->p = 1;
+    l->groups = 1;
+    l->cols = 1;
     l->q = 1;
     l->in_per_sample = d->num_params;
     l->out_per_sample = 0;
@@ -105,13 +117,26 @@ fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc
     return FNGD_SUCCESS;
 }
 
+fngd_status_t fngd_layer_check_backend(const fngd_layer_t* l, fngd_backend_kind_t backend,
+                                       char* msg, size_t msg_len) {
+    if (backend == FNGD_BACKEND_CUDA && l->kind == FNGD_LAYER_CONV2D && l->groups > 1) {
+        snprintf(msg, msg_len,
+                 "CONV2D with groups = %d is not supported by the CUDA backend yet (the CPU "
+                 "backend supports it)",
+                 l->groups);
+        return FNGD_ERROR_NOT_SUPPORTED;
+    }
+    return FNGD_SUCCESS;
+}
+
 /* METHOD.md section 4. Materialise: per-sample gradients with a batched GEMM (2*N*T*pa*q)
- * then K = P P^T (N^2*pa*q). Position: A A^T and E E^T over N*T rows ((N*T)^2*(pa+q)). */
+ * then K = P P^T (N^2*pa*q). Position: A A^T and E E^T over N*T rows ((N*T)^2*(pa+q));
+ * a grouped conv forms them per group ((N*T)^2*(G*pa + q), G Hadamard reductions). */
 double fngd_gram_flops(const fngd_layer_t* l, int N, fngd_gram_method_t method) {
-    double n = N, t = l->T, pa = l->pa, q = l->q;
+    double n = N, t = l->T, pa = l->pa, q = l->q, g = l->groups;
     if (l->kind == FNGD_LAYER_GENERIC || l->kind == FNGD_LAYER_NORM_AFFINE)
         return 2.0 * n * t * (double)l->grad_len + n * n * (double)l->grad_len;
-    if (method == FNGD_GRAM_POSITION) return (n * t) * (n * t) * (pa + q);
+    if (method == FNGD_GRAM_POSITION) return (n * t) * (n * t) * (g * pa + q);
     return 2.0 * n * t * pa * q + n * n * pa * q;
 }
 
@@ -120,7 +145,7 @@ double fngd_gram_bytes(const fngd_layer_t* l, int N, fngd_gram_method_t method) 
     double n = N, t = l->T;
     if (method == FNGD_GRAM_POSITION && l->kind != FNGD_LAYER_GENERIC &&
         l->kind != FNGD_LAYER_NORM_AFFINE)
-        return 4.0 * (2.0 * (n * t) * (n * t) + n * t * (l->pa + l->q));
+        return 4.0 * (2.0 * (n * t) * (n * t) + n * t * (l->cols + (l->pa - l->p) + l->q));
     return 4.0 * n * (double)l->grad_len;
 }
 

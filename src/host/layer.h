@@ -13,10 +13,12 @@ typedef struct fngd_layer {
     fngd_layer_desc_t desc;   /* the caller's descriptor (buffers included) */
     fngd_layer_kind_t kind;
     int T;                    /* positions per sample (1, tokens, H_out*W_out, norm positions) */
-    int p;                    /* inputs per position without the bias column (C_in*kh*kw) */
+    int p;                    /* inputs per position without the bias column (C_in/groups*kh*kw) */
     int pa;                   /* p plus one when a bias column of ones is appended */
     int q;                    /* outputs per position */
     int out_h, out_w;         /* CONV2D output size */
+    int groups;               /* CONV2D groups (>= 1; 1 for every other kind) */
+    int cols;                 /* CONV2D im2col row length C_in*kh*kw = groups * p (else p) */
     int64_t in_per_sample;    /* floats of `input` per sample */
     int64_t out_per_sample;   /* floats of `grad_output` per sample (0 for GENERIC) */
     int64_t n_weight;         /* floats in weight / grad_weight */
@@ -32,6 +34,10 @@ typedef struct fngd_layer {
  * (at least 256 bytes) when the descriptor is inconsistent. */
 fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc, char* msg,
                               size_t msg_len);
+
+/* NOT_SUPPORTED with a message when `backend` cannot run this layer (CUDA: grouped conv). */
+fngd_status_t fngd_layer_check_backend(const fngd_layer_t* layer, fngd_backend_kind_t backend,
+                                       char* msg, size_t msg_len);
 
 /* Flop and byte estimates of the two exact Gram methods for a batch of N (METHOD.md sec. 4). */
 double fngd_gram_flops(const fngd_layer_t* layer, int N, fngd_gram_method_t method);

@@ -66,6 +66,7 @@ void fngd_state_layer_words(const fngd_layer_t* L, int64_t w[FNGD_STATE_LAYER_WO
             w[0] = d->in_channels, w[1] = d->out_channels, w[2] = d->in_h, w[3] = d->in_w;
             w[4] = d->kernel_h, w[5] = d->kernel_w, w[6] = d->stride_h, w[7] = d->stride_w;
             w[8] = d->pad_h, w[9] = d->pad_w, w[10] = d->dilation_h, w[11] = d->dilation_w;
+            w[12] = L->groups > 1 ? L->groups : 0; /* 0 = ungrouped, as states before groups */
             break;
         case FNGD_LAYER_NORM_AFFINE:
             w[0] = d->num_features, w[1] = d->norm_positions, w[2] = d->channels_last;

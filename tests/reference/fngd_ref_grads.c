@@ -24,7 +24,9 @@ int fngd_ref_geometry(const fngd_layer_desc_t* d, fngd_ref_geom_t* g) {
         g->n_bias = d->has_bias ? d->out_features : 0;
         break;
     case FNGD_LAYER_CONV2D: {
-        if (d->in_channels <= 0 || d->out_channels <= 0) return -1;
+        if (d->in_channels <= 0 || d->out_channels <= 0 || d->groups < 0) return -1;
+        int groups = d->groups > 1 ? d->groups : 1;
+        if (d->in_channels % groups || d->out_channels % groups) return -1;
         int64_t oh = conv_axis(d->in_h, d->kernel_h, d->stride_h, d->pad_h, d->dilation_h);
         int64_t ow = conv_axis(d->in_w, d->kernel_w, d->stride_w, d->pad_w, d->dilation_w);
         if (oh <= 0 || ow <= 0) return -1;
@@ -33,7 +35,8 @@ int fngd_ref_geometry(const fngd_layer_desc_t* d, fngd_ref_geom_t* g) {
         g->T = (int)(oh * ow);
         g->in_per_sample = (int64_t)d->in_channels * d->in_h * d->in_w;
         g->out_per_sample = (int64_t)d->out_channels * g->T;
-        g->n_weight = (int64_t)d->out_channels * d->in_channels * d->kernel_h * d->kernel_w;
+        g->n_weight =
+            (int64_t)d->out_channels * (d->in_channels / groups) * d->kernel_h * d->kernel_w;
         g->n_bias = d->has_bias ? d->out_channels : 0;
         break;
     }
@@ -78,17 +81,22 @@ static void linear_grad(const fngd_layer_desc_t* d, const fngd_ref_geom_t* geo, 
     }
 }
 
-/* g[((o*C_in + c)*kh + ki)*kw + kj] = sum over output positions (oh, ow) of
- *   dy[o, oh, ow] * x[c, oh*stride_h - pad_h + ki*dil_h, ow*stride_w - pad_w + kj*dil_w]
- * with x = 0 outside the image (zero padding). Bias: sum of dy[o, :, :]. */
+/* g[((o*Cg + c)*kh + ki)*kw + kj] = sum over output positions (oh, ow) of
+ *   dy[o, oh, ow] * x[grp(o)*Cg + c, oh*stride_h - pad_h + ki*dil_h, ow*stride_w - pad_w + kj*dil_w]
+ * with x = 0 outside the image (zero padding), Cg = C_in / groups input channels per group and
+ * grp(o) = o / (C_out / groups) the group of output channel o (PyTorch's grouped convolution:
+ * y[o] = sum over the Cg channels of its group only). Bias: sum of dy[o, :, :]. */
 static void conv_grad(const fngd_layer_desc_t* d, const fngd_ref_geom_t* geo, const float* x,
                       const float* dy, double scale, double* g) {
+    int groups = d->groups > 1 ? d->groups : 1;
     int Ci = d->in_channels, Co = d->out_channels, H = d->in_h, W = d->in_w;
+    int Cg = Ci / groups, Cog = Co / groups;
     int kh = d->kernel_h, kw = d->kernel_w, OH = geo->out_h, OW = geo->out_w;
     for (int o = 0; o < Co; ++o) {
         const float* dyo = dy + (int64_t)o * OH * OW;
-        for (int c = 0; c < Ci; ++c) {
-            const float* xc = x + (int64_t)c * H * W;
+        int grp = o / Cog;
+        for (int c = 0; c < Cg; ++c) {
+            const float* xc = x + (int64_t)(grp * Cg + c) * H * W;
             for (int ki = 0; ki < kh; ++ki) {
                 for (int kj = 0; kj < kw; ++kj) {
                     double s = 0.0;
@@ -101,7 +109,7 @@ static void conv_grad(const fngd_layer_desc_t* d, const fngd_ref_geom_t* geo, co
                             s += (double)dyo[oh * OW + ow] * xc[(int64_t)h * W + w];
                         }
                     }
-                    g[(((int64_t)o * Ci + c) * kh + ki) * kw + kj] = scale * s;
+                    g[(((int64_t)o * Cg + c) * kh + ki) * kw + kj] = scale * s;
                 }
             }
         }
