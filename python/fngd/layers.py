@@ -7,11 +7,13 @@ built (through the library's own descriptor helpers, called by fngd._handle).
 
 Supported (each module's own parameters form one library layer):
 - nn.Linear                       -> FNGD_LAYER_LINEAR, positions = product of the middle dims
-- nn.Conv2d, groups == 1, zero padding (int/tuple, 'valid', or a symmetric 'same')
-                                  -> FNGD_LAYER_CONV2D
+- nn.Conv2d, any groups (depthwise included), zero padding (int/tuple, 'valid', or a
+  symmetric 'same')               -> FNGD_LAYER_CONV2D (groups > 1: CPU backend only)
+- nn.Conv1d, same options         -> FNGD_LAYER_CONV2D with H = 1 (N x C x L read as N x C x 1 x L)
 - nn.BatchNorm2d, affine          -> FNGD_LAYER_NORM_AFFINE, N x C x (H*W)
 - nn.LayerNorm over one dimension, elementwise affine
                                   -> FNGD_LAYER_NORM_AFFINE, channels_last, N x T x C
+- nn.GroupNorm, affine            -> FNGD_LAYER_NORM_AFFINE, N x C x T, xhat per group
 
 Captures keep what autograd keeps: the input of a Linear/Conv2d is handed over as it is (no
 copy when it is fp32 and contiguous, the usual case). Norm layers need xhat = (x - mean) * rstd
@@ -113,44 +115,73 @@ class LinearKind(LayerKind):
 
 
 class Conv2dKind(LayerKind):
+    """nn.Conv2d, grouped and depthwise included (groups goes to the descriptor's appended
+    `groups` field; it appears in the geometry only when > 1, so geometries saved before
+    grouped convolutions were supported still match)."""
     name, module_type = "conv2d", nn.Conv2d
+    dims = 2
 
     def unsupported_reason(self, module):
-        if module.groups != 1:
-            return f"Conv2d with groups={module.groups} (only groups=1 is supported)"
+        t = type(module).__name__
         if module.padding_mode != "zeros":
-            return f"Conv2d with padding_mode='{module.padding_mode}' (only 'zeros')"
+            return f"{t} with padding_mode='{module.padding_mode}' (only 'zeros')"
         if isinstance(module.padding, str) and module.padding == "same":
-            (dh, dw), (kh, kw) = _pair(module.dilation), _pair(module.kernel_size)
-            if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2:
-                return "Conv2d with padding='same' that pads asymmetrically"
+            dil, ks = self._taps(module.dilation), self._taps(module.kernel_size)
+            if any((d * (k - 1)) % 2 for d, k in zip(dil, ks)):
+                return f"{t} with padding='same' that pads asymmetrically"
         return ""
 
-    @staticmethod
-    def padding(module) -> tuple[int, int]:
+    def _taps(self, v):
+        return _pair(v) if self.dims == 2 else (tuple(v) if isinstance(v, (tuple, list)) else (v,))
+
+    def padding(self, module) -> tuple:
         if isinstance(module.padding, str):
+            dil, ks = self._taps(module.dilation), self._taps(module.kernel_size)
             if module.padding == "valid":
-                return 0, 0
-            (dh, dw), (kh, kw) = _pair(module.dilation), _pair(module.kernel_size)
-            return dh * (kh - 1) // 2, dw * (kw - 1) // 2
-        return _pair(module.padding)
+                return tuple(0 for _ in ks)
+            return tuple(d * (k - 1) // 2 for d, k in zip(dil, ks))
+        return self._taps(module.padding)
 
     def geometry(self, module, a):
         if a.dim() != 4:
             raise ValueError(f"Conv2d input must be N x C x H x W, got {tuple(a.shape)}")
         (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride)
         (ph, pw), (dh, dw) = self.padding(module), _pair(module.dilation)
-        return dict(kind=self.name, in_channels=module.in_channels,
-                    out_channels=module.out_channels, in_h=a.shape[2], in_w=a.shape[3],
-                    kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
-                    dilation_h=dh, dilation_w=dw, has_bias=int(module.bias is not None))
+        g = dict(kind=self.name, in_channels=module.in_channels,
+                 out_channels=module.out_channels, in_h=a.shape[2], in_w=a.shape[3],
+                 kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                 dilation_h=dh, dilation_w=dw, has_bias=int(module.bias is not None))
+        if module.groups > 1:
+            g["groups"] = module.groups
+        return g
 
     def descriptor(self, geom, descs):
         d = descs.conv2d(geom["in_channels"], geom["out_channels"], geom["in_h"], geom["in_w"],
                          geom["kernel_h"], geom["kernel_w"], geom["has_bias"])
         for f in ("stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w"):
             setattr(d, f, geom[f])
+        d.groups = geom.get("groups", 1)
         return d
+
+
+class Conv1dKind(Conv2dKind):
+    """nn.Conv1d as the library's CONV2D with H = 1: N x C x L is read as N x C x 1 x L (the
+    same memory; so is the output gradient N x C_out x L_out)."""
+    name, module_type = "conv1d", nn.Conv1d
+    dims = 1
+
+    def geometry(self, module, a):
+        if a.dim() != 3:
+            raise ValueError(f"Conv1d input must be N x C x L, got {tuple(a.shape)}")
+        (k,), (s,) = self._taps(module.kernel_size), self._taps(module.stride)
+        (p,), (d,) = self.padding(module), self._taps(module.dilation)
+        g = dict(kind=self.name, in_channels=module.in_channels,
+                 out_channels=module.out_channels, in_h=1, in_w=a.shape[2],
+                 kernel_h=1, kernel_w=k, stride_h=1, stride_w=s, pad_h=0, pad_w=p,
+                 dilation_h=1, dilation_w=d, has_bias=int(module.bias is not None))
+        if module.groups > 1:
+            g["groups"] = module.groups
+        return g
 
 
 class _NormKind(LayerKind):
@@ -224,7 +255,38 @@ class LayerNormKind(_NormKind):
         return _normalise(x, mean.reshape(shape), rstd.reshape(shape))
 
 
-KINDS = (LinearKind(), Conv2dKind(), BatchNorm2dKind(), LayerNormKind())
+class GroupNormKind(_NormKind):
+    """nn.GroupNorm's per-channel gamma/beta through NORM_AFFINE: xhat is normalised per
+    (sample, group) over the group's C/G channels and all positions, then laid out N x C x T
+    (T = product of the spatial dims, 1 for an N x C input) like BatchNorm2d's."""
+    name, module_type = "groupnorm", nn.GroupNorm
+
+    def unsupported_reason(self, module):
+        return "" if module.affine else "GroupNorm without affine parameters"
+
+    def geometry(self, module, a):
+        if a.dim() < 2 or a.shape[1] != module.num_channels:
+            raise ValueError(f"GroupNorm input of shape {tuple(a.shape)} does not have "
+                             f"num_channels={module.num_channels} in dim 1")
+        return dict(kind=self.name, num_features=module.num_channels,
+                    norm_positions=a[0].numel() // module.num_channels, channels_last=0,
+                    has_bias=int(module.bias is not None))
+
+    def capture(self, module, x, output):
+        x = x.detach()
+        n, g = x.shape[0], module.num_groups
+        xg = x.reshape(n, g, -1)
+        stats = _saved_stats(output, "NativeGroupNormBackward0", n * g)
+        if stats is None:
+            var, mean = torch.var_mean(xg.float(), dim=-1, keepdim=True, unbiased=False)
+            stats = mean, torch.rsqrt(var + module.eps)
+        mean, rstd = stats[0].detach(), stats[1].detach()
+        xhat = _normalise(xg, mean.reshape(n, g, 1), rstd.reshape(n, g, 1))
+        return xhat.reshape(n, module.num_channels, -1)
+
+
+KINDS = (LinearKind(), Conv2dKind(), Conv1dKind(), BatchNorm2dKind(), LayerNormKind(),
+         GroupNormKind())
 
 
 def kind_of(module: nn.Module) -> tuple[LayerKind | None, str]:
@@ -238,7 +300,8 @@ def kind_of(module: nn.Module) -> tuple[LayerKind | None, str]:
 
 
 def classify(module: nn.Module) -> tuple[str | None, str]:
-    """(kind name, reason): 'linear' | 'conv2d' | 'batchnorm2d' | 'layernorm', or None with the
+    """(kind name, reason): 'linear' | 'conv2d' | 'conv1d' | 'batchnorm2d' | 'layernorm' |
+    'groupnorm', or None with the
     reason the module cannot be preconditioned."""
     kind, reason = kind_of(module)
     return (kind.name if kind else None), reason

@@ -228,5 +228,6 @@ def test_the_package_split():
     with open(os.path.join(PKG, "preconditioner.py")) as f:
         assert sum(1 for _ in f) < 450
     kinds = {type(k).__name__ for k in fngd.layers.KINDS}
-    assert kinds == {"LinearKind", "Conv2dKind", "BatchNorm2dKind", "LayerNormKind"}
+    assert kinds == {"LinearKind", "Conv2dKind", "Conv1dKind", "BatchNorm2dKind", "LayerNormKind",
+                     "GroupNormKind"}
     assert _options.RHS.keys() == {"ones", "ief"}

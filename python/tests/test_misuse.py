@@ -22,10 +22,11 @@ def forward_backward(model, x, y):
 
 
 def test_unsupported_layers_are_named():
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4 * 36, 3))
-    with pytest.raises(fngd.UnsupportedLayerError, match=r"'0'.*groups=2"):
-        fngd.FNGDPreconditioner(grouped, num_samples=10, max_batch=4)
-    for bad, why in [(nn.Conv1d(3, 4, 3), "Conv1d"), (nn.LayerNorm([3, 4]), "2 dimensions"),
+    circular = nn.Sequential(nn.Conv2d(4, 4, 3, padding_mode="circular"), nn.Flatten(),
+                             nn.Linear(4 * 36, 3))
+    with pytest.raises(fngd.UnsupportedLayerError, match=r"'0'.*circular"):
+        fngd.FNGDPreconditioner(circular, num_samples=10, max_batch=4)
+    for bad, why in [(nn.Conv3d(3, 4, 3), "Conv3d"), (nn.LayerNorm([3, 4]), "2 dimensions"),
                      (nn.Conv2d(3, 4, 3, padding_mode="reflect"), "reflect"),
                      (nn.Conv2d(3, 4, 4, padding="same"), "asymmetric")]:
         with pytest.raises(fngd.UnsupportedLayerError, match=why):
@@ -36,7 +37,8 @@ def test_unsupported_layers_are_named():
 
 def test_skip_leaves_unsupported_layers_to_plain_gradients():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4 * 36, 3))
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding_mode="circular"), nn.Flatten(),
+                          nn.Linear(4 * 36, 3))
     pre = fngd.FNGDPreconditioner(model, num_samples=10, max_batch=4, unsupported="skip")
     assert [l.name for l in pre.layers] == ["2"]
     x, y = torch.randn(4, 4, 8, 8), torch.tensor([0, 1, 2, 0])
