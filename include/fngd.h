@@ -151,7 +151,8 @@ typedef enum fngd_layer_kind {
     FNGD_LAYER_LINEAR = 0,      /**< y = x W^T (+ b), W: out x in */
     FNGD_LAYER_CONV2D = 1,      /**< 2-D convolution, NCHW, W: C_out x C_in/groups x kh x kw */
     FNGD_LAYER_NORM_AFFINE = 2, /**< y = gamma * xhat + beta, per channel (batch/layer norm) */
-    FNGD_LAYER_GENERIC = 3      /**< caller supplies per-sample gradients directly */
+    FNGD_LAYER_GENERIC = 3,     /**< caller supplies per-sample gradients directly */
+    FNGD_LAYER_EMBEDDING = 4    /**< y[n,t,:] = W[id[n,t], :], W: num_embeddings x embedding_dim */
 } fngd_layer_kind_t;
 
 /** Opaque optimizer handle. */
@@ -255,6 +256,7 @@ typedef struct fngd_config {
  *   CONV2D       weight C_out x C_in/groups x kh x kw, bias C_out
  *   NORM_AFFINE  weight (scale, gamma) C, bias (shift, beta) C
  *   GENERIC      weight num_params; bias unused
+ *   EMBEDDING    weight num_embeddings x embedding_dim; no bias (CPU backend only)
  */
 typedef struct fngd_layer_desc {
     size_t struct_size;
@@ -281,6 +283,12 @@ typedef struct fngd_layer_desc {
        groups). Conv1d is CONV2D with in_h = kernel_h = 1. The CUDA backend does not support
        groups > 1 yet: fngd_add_layer returns FNGD_ERROR_NOT_SUPPORTED there. */
     int groups;
+    /* EMBEDDING (appended): a table of num_embeddings rows of embedding_dim floats looked up
+       by `positions` token ids per sample. Its per-sample gradient is sparse (the rows of the
+       sample's ids), never formed: K_ij = sum over token pairs (t, s) with id[i,t] = id[j,s]
+       of <e_it, e_js>. The CUDA backend does not support it yet (NOT_SUPPORTED at
+       fngd_add_layer). */
+    int num_embeddings, embedding_dim;
 } fngd_layer_desc_t;
 
 /**
@@ -290,6 +298,11 @@ typedef struct fngd_layer_desc {
  *   NORM_AFFINE  input = normalized input xhat, grad_output = dL/dy, both N x C x T
  *                (or N x T x C with channels_last)
  *   GENERIC      input = per-sample gradients N x num_params; grad_output unused (NULL)
+ *   EMBEDDING    input = token ids N x T as int64_t (an int64_t array cast to const float*;
+ *                not checked for finiteness), grad_output N x T x embedding_dim (T =
+ *                positions). An id < 0 is a padding token: it contributes nothing (like
+ *                PyTorch's padding_idx); an id >= num_embeddings fails the step with
+ *                FNGD_ERROR_INVALID_ARGUMENT.
  * Output gradients follow config.grad_convention.
  */
 typedef struct fngd_layer_batch {
@@ -343,6 +356,8 @@ FNGD_API fngd_layer_desc_t fngd_conv2d_desc(int in_channels, int out_channels, i
                                             int kernel_h, int kernel_w, int has_bias);
 FNGD_API fngd_layer_desc_t fngd_norm_affine_desc(int num_features, int positions, int has_shift);
 FNGD_API fngd_layer_desc_t fngd_generic_desc(int64_t num_params);
+/* EMBEDDING: num_embeddings x embedding_dim table, `tokens` ids per sample (positions). */
+FNGD_API fngd_layer_desc_t fngd_embedding_desc(int num_embeddings, int embedding_dim, int tokens);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Lifecycle                                                                                 */

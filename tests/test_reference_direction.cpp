@@ -4,6 +4,7 @@
 // gradient conventions. Also checks the reference itself on cases with known answers.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 
 #include "test_util.h"
@@ -140,6 +141,32 @@ TEST(Reference, GroupedConvDescriptorChecks) {
         EXPECT_EQ(FNGD_SUCCESS, fngd_add_layer(h, &d, nullptr)) << ok;
     }
     fngd_destroy(h);
+}
+
+// An embedding id outside [-1 padding, num_embeddings) fails the step; descriptors without a
+// table or with a bias are refused.
+TEST(Reference, EmbeddingChecks) {
+    fngd_config_t cfg = base_config(4, 8);
+    fngd_handle_t h = nullptr;
+    ASSERT_EQ(FNGD_SUCCESS, fngd_create(&cfg, &h));
+    fngd_layer_desc_t d = fngd_embedding_desc(0, 3, 2);
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_add_layer(h, &d, nullptr));
+    d = fngd_embedding_desc(4, 3, 2);
+    d.has_bias = 1;
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_add_layer(h, &d, nullptr));
+    fngd_destroy(h);
+    Model m;
+    m.add(fngd_embedding_desc(4, 3, 2));
+    Rng rng(3);
+    m.randomize(rng, 2);
+    int64_t ids[4] = {0, 3, -1, 4};  // 4 is out of range
+    std::memcpy(m[0].input.data(), ids, sizeof ids);
+    Handle hh;
+    ASSERT_TRUE(make_handle(cfg, m, hh));
+    auto sids = iota_ids(2);
+    fngd_layer_batch_t b = m[0].batch();
+    EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_step(hh, 2, sids.data(), &b, nullptr, nullptr));
+    EXPECT_NE(nullptr, std::strstr(fngd_get_last_error(hh), "num_embeddings"));
 }
 
 // ---- library against reference ----------------------------------------------------------------
@@ -307,6 +334,23 @@ std::vector<Case> all_cases() {
     add("NormNCT_NoShift_N13", {norm(4, 9, 0, 0)}, 13);
     add("NormNTC_NoShift_N1", {norm(3, 5, 0, 1)}, 1);
     add("NormN128", {norm(8, 3, 1, 0)}, 128);
+    // Embeddings: small vocabularies so that ids repeat within and across samples; -1 ids are
+    // padding (see Layer::randomize).
+    add("Embedding_V5_D3_T4_N7", {fngd_embedding_desc(5, 3, 4)}, 7);
+    add("Embedding_V11_D4_T6_N13", {fngd_embedding_desc(11, 4, 6)}, 13);
+    add("Embedding_V3_D2_T1_N13", {fngd_embedding_desc(3, 2, 1)}, 13);
+    add("Embedding_V40_D5_T3_N1", {fngd_embedding_desc(40, 5, 3)}, 1);
+    add("Embedding_V7_D3_T5_N128", {fngd_embedding_desc(7, 3, 5)}, 128);
+    for (int mode = 0; mode < 2; ++mode)
+        for (int N : {1, 7, 13}) {
+            Case* c = add(std::string("MixedEmbedding_") + (mode ? "Global" : "PerLayer") + "_N" +
+                              std::to_string(N),
+                          {fngd_embedding_desc(9, 4, 5), linear(4, 3, 1, 5), norm(3, 5, 1, 1),
+                           grouped(conv_desc(2, 4, 1, 7, 1, 3, 1, 1, 0, 1, 1, 1, 1), 2)},
+                          N);
+            c->mode = mode ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
+            c->convention = N == 7 ? FNGD_GRAD_PER_SAMPLE : FNGD_GRAD_MEAN_LOSS;
+        }
     add("Generic_N7", {fngd_generic_desc(31)}, 7);
     add("Generic_N1", {fngd_generic_desc(17)}, 1);
     add("Generic_N128", {fngd_generic_desc(40)}, 128);

@@ -95,6 +95,14 @@ struct Layer {
         grad_output.assign((size_t)(N * geom.out_per_sample), 0.0f);
         rng.fill(input, 0.3, 1.0);
         rng.fill(grad_output, 0.2, 1.0);
+        if (desc.kind == FNGD_LAYER_EMBEDDING) {  // int64 token ids in [-1, V): -1 = padding
+            const int64_t V = desc.num_embeddings, nt = (int64_t)N * geom.T;
+            for (int64_t k = 0; k < nt; ++k) {
+                int64_t id = (int64_t)std::floor(rng.uniform(-0.15, 1.0) * (double)V);
+                id = id < 0 ? -1 : (id >= V ? V - 1 : id);
+                std::memcpy((char*)input.data() + k * 8, &id, sizeof id);
+            }
+        }
     }
     fngd_layer_batch_t batch() const {
         fngd_layer_batch_t b;

@@ -58,6 +58,8 @@ fngd_status_t cpu_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
         syrk_full(G, N, (int)layer->grad_len, (int)layer->grad_len, s2, K, accumulate);
         return FNGD_SUCCESS;
     }
+    case FNGD_LAYER_EMBEDDING:
+        return cpu_embedding_gram(layer, batch, N, scale, K, accumulate, ws, err);
     case FNGD_LAYER_GENERIC:
         syrk_full(batch->input, N, (int)layer->grad_len, (int)layer->grad_len, s2, K,
                   accumulate);

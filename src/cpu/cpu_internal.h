@@ -91,6 +91,14 @@ fngd_status_t cpu_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
 fngd_status_t cpu_gram_materialize(const fngd_layer_t* layer, const fngd_layer_batch_t* batch,
                                    int N, float scale, float* K, int accumulate,
                                    const cpu_plan_t* plan, void* ws);
+/* EMBEDDING (cpu_embedding.c): sparse-row Gram and scatter-add reduction. */
+size_t cpu_embedding_gram_bytes(const fngd_layer_t* layer, int N);
+fngd_status_t cpu_embedding_gram(const fngd_layer_t* layer, const fngd_layer_batch_t* batch,
+                                 int N, float scale, float* K, int accumulate, void* ws,
+                                 fngd_err_t* err);
+fngd_status_t cpu_embedding_reduce(const fngd_layer_t* layer, const fngd_layer_batch_t* batch,
+                                   int N, const float* alpha, float scale, float* out_w,
+                                   fngd_err_t* err);
 fngd_status_t cpu_gram_position(const fngd_layer_t* layer, const fngd_layer_batch_t* batch,
                                 int N, float scale, float* K, int accumulate,
                                 const cpu_plan_t* plan, void* ws);

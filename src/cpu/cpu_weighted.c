@@ -93,6 +93,8 @@ fngd_status_t cpu_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* lay
     case FNGD_LAYER_NORM_AFFINE:
         reduce_norm(layer, batch, N, alpha, scale, out_w, layer->n_bias ? out_b : NULL);
         return FNGD_SUCCESS;
+    case FNGD_LAYER_EMBEDDING:
+        return cpu_embedding_reduce(layer, batch, N, alpha, scale, out_w, err);
     case FNGD_LAYER_GENERIC: {
         const int len = (int)layer->grad_len;
         cblas_sgemv(CblasRowMajor, CblasTrans, N, len, scale, batch->input, len, alpha, 1, 0.0f,

@@ -102,6 +102,13 @@ fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l
             return plan_op(ctx, layer, N, OP_POSITION, ws_limit, plan, err);
         return FNGD_FAIL(err, FNGD_ERROR_INTERNAL, "cpu gram: unresolved Gram method %d",
                          (int)method);
+    case FNGD_LAYER_EMBEDDING: /* id records, summed rows, their samples: all N*T tokens */
+        plan->bytes = cpu_embedding_gram_bytes(layer, N);
+        if (plan->bytes > ws_limit)
+            return FNGD_FAIL(err, FNGD_ERROR_INTERNAL,
+                             "cpu gram: workspace of %zu bytes, %zu needed (embedding)",
+                             ws_limit, plan->bytes);
+        return FNGD_SUCCESS;
     case FNGD_LAYER_NORM_AFFINE: /* per-sample gradients N x grad_len, then SYRK */
         plan->bytes = cpu_ws_piece((size_t)N * (size_t)layer->grad_len);
         if (plan->bytes > ws_limit)
@@ -127,6 +134,7 @@ fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t*
                              (long long)N * layer->T);
         return plan_op(ctx, layer, N, OP_REDUCE, ws_limit, plan, err);
     case FNGD_LAYER_NORM_AFFINE:
+    case FNGD_LAYER_EMBEDDING:
         return FNGD_SUCCESS; /* direct loops */
     default:
         return plan_generic_or_unknown(layer, "weighted_grad", err); /* one GEMV */

@@ -103,6 +103,14 @@ fngd_layer_desc_t fngd_norm_affine_desc(int num_features, int positions, int has
     return d;
 }
 
+fngd_layer_desc_t fngd_embedding_desc(int num_embeddings, int embedding_dim, int tokens) {
+    fngd_layer_desc_t d = desc_defaults(FNGD_LAYER_EMBEDDING);
+    d.num_embeddings = num_embeddings;
+    d.embedding_dim = embedding_dim;
+    d.positions = tokens;
+    return d;
+}
+
 fngd_layer_desc_t fngd_generic_desc(int64_t num_params) {
     fngd_layer_desc_t d = desc_defaults(FNGD_LAYER_GENERIC);
     d.num_params = num_params;

@@ -84,6 +84,24 @@ static fngd_status_t init_generic(fngd_layer_t* l, const fngd_layer_desc_t* d, c
     return FNGD_SUCCESS;
 }
 
+static fngd_status_t init_embedding(fngd_layer_t* l, const fngd_layer_desc_t* d, char* m,
+                                    size_t n) {
+    if (d->num_embeddings <= 0 || d->embedding_dim <= 0)
+        return bad(m, n, "EMBEDDING needs num_embeddings > 0 and embedding_dim > 0");
+    if (d->positions <= 0) return bad(m, n, "EMBEDDING needs positions (tokens) >= 1");
+    if (d->has_bias) return bad(m, n, "EMBEDDING has no bias");
+    if ((int64_t)d->num_embeddings * d->embedding_dim > 0x7fffffff)
+        return bad(m, n, "EMBEDDING table exceeds 2^31 - 1 floats");
+    l->T = d->positions;
+    l->p = 1;
+    l->groups = 1;
+    l->cols = 1;
+    l->q = d->embedding_dim;
+    l->in_per_sample = 2 * (int64_t)l->T; /* int64 ids, counted in float-sized words */
+    l->out_per_sample = (int64_t)l->T * l->q;
+    return FNGD_SUCCESS;
+}
+
 fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc, char* msg,
                               size_t msg_len) {
     memset(layer, 0, sizeof *layer);
@@ -96,6 +114,7 @@ fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc
         case FNGD_LAYER_CONV2D: s = init_conv2d(layer, desc, msg, msg_len); break;
         case FNGD_LAYER_NORM_AFFINE: s = init_norm(layer, desc, msg, msg_len); break;
         case FNGD_LAYER_GENERIC: s = init_generic(layer, desc, msg, msg_len); break;
+        case FNGD_LAYER_EMBEDDING: s = init_embedding(layer, desc, msg, msg_len); break;
         default: return bad(msg, msg_len, "unknown layer kind");
     }
     if (s != FNGD_SUCCESS) return s;
@@ -104,6 +123,9 @@ fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc
     layer->pa = layer->p + (desc->has_bias ? 1 : 0);
     if (desc->kind == FNGD_LAYER_GENERIC) {
         layer->n_weight = desc->num_params;
+        layer->n_bias = 0;
+    } else if (desc->kind == FNGD_LAYER_EMBEDDING) {
+        layer->n_weight = (int64_t)desc->num_embeddings * desc->embedding_dim;
         layer->n_bias = 0;
     } else if (desc->kind == FNGD_LAYER_NORM_AFFINE) {
         layer->n_weight = layer->q;
@@ -119,6 +141,12 @@ fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc
 
 fngd_status_t fngd_layer_check_backend(const fngd_layer_t* l, fngd_backend_kind_t backend,
                                        char* msg, size_t msg_len) {
+    if (backend == FNGD_BACKEND_CUDA && l->kind == FNGD_LAYER_EMBEDDING) {
+        snprintf(msg, msg_len,
+                 "EMBEDDING is not supported by the CUDA backend yet (the CPU backend supports "
+                 "it)");
+        return FNGD_ERROR_NOT_SUPPORTED;
+    }
     if (backend == FNGD_BACKEND_CUDA && l->kind == FNGD_LAYER_CONV2D && l->groups > 1) {
         snprintf(msg, msg_len,
                  "CONV2D with groups = %d is not supported by the CUDA backend yet (the CPU "
@@ -134,6 +162,8 @@ fngd_status_t fngd_layer_check_backend(const fngd_layer_t* l, fngd_backend_kind_
  * a grouped conv forms them per group ((N*T)^2*(G*pa + q), G Hadamard reductions). */
 double fngd_gram_flops(const fngd_layer_t* l, int N, fngd_gram_method_t method) {
     double n = N, t = l->T, pa = l->pa, q = l->q, g = l->groups;
+    if (l->kind == FNGD_LAYER_EMBEDDING) /* sort the N*T ids; pairs of equal ids (<= (NT)^2) */
+        return n * t * 20.0 + n * t * q * (1.0 + n * t / (double)l->desc.num_embeddings);
     if (l->kind == FNGD_LAYER_GENERIC || l->kind == FNGD_LAYER_NORM_AFFINE)
         return 2.0 * n * t * (double)l->grad_len + n * n * (double)l->grad_len;
     if (method == FNGD_GRAM_POSITION) return (n * t) * (n * t) * (g * pa + q);
@@ -143,6 +173,7 @@ double fngd_gram_flops(const fngd_layer_t* l, int N, fngd_gram_method_t method) 
 /* Memory the method needs at full size (backends may chunk to stay below a cap). */
 double fngd_gram_bytes(const fngd_layer_t* l, int N, fngd_gram_method_t method) {
     double n = N, t = l->T;
+    if (l->kind == FNGD_LAYER_EMBEDDING) return 4.0 * n * t * (l->q + 4.0);
     if (method == FNGD_GRAM_POSITION && l->kind != FNGD_LAYER_GENERIC &&
         l->kind != FNGD_LAYER_NORM_AFFINE)
         return 4.0 * (2.0 * (n * t) * (n * t) + n * t * (l->cols + (l->pa - l->p) + l->q));
@@ -150,7 +181,8 @@ double fngd_gram_bytes(const fngd_layer_t* l, int N, fngd_gram_method_t method) 
 }
 
 fngd_gram_method_t fngd_choose_gram_method(const fngd_layer_t* l, int N, size_t max_bytes) {
-    if (l->kind == FNGD_LAYER_GENERIC || l->kind == FNGD_LAYER_NORM_AFFINE)
+    if (l->kind == FNGD_LAYER_GENERIC || l->kind == FNGD_LAYER_NORM_AFFINE ||
+        l->kind == FNGD_LAYER_EMBEDDING)
         return FNGD_GRAM_MATERIALIZE;
     if (l->desc.gram_method != FNGD_GRAM_AUTO) return l->desc.gram_method;
     double fm = fngd_gram_flops(l, N, FNGD_GRAM_MATERIALIZE);

@@ -74,6 +74,9 @@ void fngd_state_layer_words(const fngd_layer_t* L, int64_t w[FNGD_STATE_LAYER_WO
         case FNGD_LAYER_GENERIC:
             w[0] = d->num_params;
             break;
+        case FNGD_LAYER_EMBEDDING:
+            w[0] = d->num_embeddings, w[1] = d->embedding_dim, w[2] = d->positions;
+            break;
     }
 }
 
@@ -331,6 +334,7 @@ static const char* kind_name(uint32_t kind) {
         case FNGD_LAYER_CONV2D: return "conv2d";
         case FNGD_LAYER_NORM_AFFINE: return "norm_affine";
         case FNGD_LAYER_GENERIC: return "generic";
+        case FNGD_LAYER_EMBEDDING: return "embedding";
     }
     return "unknown";
 }

@@ -42,7 +42,9 @@ static fngd_status_t check_all_finite(fngd_handle_t h, int N, const fngd_layer_b
     int count = 0;
     for (int l = 0; l < h->num_layers; ++l) {
         const fngd_layer_t* L = &h->layers[l];
-        list[count++] = (fngd_array_ref_t){batches[l].input, (size_t)(N * L->in_per_sample)};
+        if (L->kind != FNGD_LAYER_EMBEDDING) /* its input is int64 token ids */
+            list[count++] =
+                (fngd_array_ref_t){batches[l].input, (size_t)(N * L->in_per_sample)};
         if (L->kind != FNGD_LAYER_GENERIC)
             list[count++] =
                 (fngd_array_ref_t){batches[l].grad_output, (size_t)(N * L->out_per_sample)};

@@ -48,6 +48,14 @@ int fngd_ref_geometry(const fngd_layer_desc_t* d, fngd_ref_geom_t* g) {
         g->n_weight = d->num_features;
         g->n_bias = d->has_bias ? d->num_features : 0;
         break;
+    case FNGD_LAYER_EMBEDDING:
+        if (d->num_embeddings <= 0 || d->embedding_dim <= 0 || d->positions <= 0) return -1;
+        g->T = d->positions;
+        g->in_per_sample = 2 * (int64_t)g->T; /* int64 ids in float-sized words */
+        g->out_per_sample = (int64_t)g->T * d->embedding_dim;
+        g->n_weight = (int64_t)d->num_embeddings * d->embedding_dim;
+        g->n_bias = 0;
+        break;
     case FNGD_LAYER_GENERIC:
         if (d->num_params <= 0) return -1;
         g->T = 1;
@@ -153,6 +161,18 @@ int fngd_ref_per_sample_grads(const fngd_layer_desc_t* desc, int N, const float*
         case FNGD_LAYER_GENERIC:
             for (int64_t k = 0; k < geo.n_weight; ++k) g[k] = scale * x[k];
             break;
+        case FNGD_LAYER_EMBEDDING: {
+            /* the dense V x D gradient: row v = sum of e_t over the tokens t with id v (ids < 0
+             * are padding and contribute nothing) */
+            const int64_t* ids = (const int64_t*)(const void*)x;
+            const int D = desc->embedding_dim;
+            for (int64_t k = 0; k < geo.n_weight; ++k) g[k] = 0.0;
+            for (int t = 0; t < geo.T; ++t) {
+                if (ids[t] < 0) continue;
+                for (int c = 0; c < D; ++c) g[ids[t] * D + c] += scale * e[(int64_t)t * D + c];
+            }
+            break;
+        }
         }
     }
     return 0;
