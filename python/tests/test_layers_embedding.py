@@ -1,0 +1,60 @@
+"""nn.Embedding in the drop-in (FNGD_LAYER_EMBEDDING, CPU backend): the direction equals the
+dense float64 torch.func reference, the padding_idx row included (no gradient, no direction),
+alone and in a model with a depthwise Conv1d over the tokens, GroupNorm and Linear layers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fngd
+from conftest import EPS32, layer_blocks, per_sample_grads, reference_direction, rel_err
+
+
+class TokenConvNet(nn.Module):
+    def __init__(self, padding_idx):
+        super().__init__()
+        self.emb = nn.Embedding(11, 4, padding_idx=padding_idx)
+        self.dw = nn.Conv1d(4, 4, 3, padding=1, groups=4)
+        self.gn = nn.GroupNorm(2, 4)
+        self.proj = nn.Linear(4, 5)
+        self.head = nn.Linear(5 * 6, 3)
+
+    def forward(self, ids):  # N x 6
+        h = self.emb(ids).transpose(1, 2)               # N x 4 x 6
+        h = torch.relu(self.gn(self.dw(h))).transpose(1, 2)
+        return self.head(torch.tanh(self.proj(h)).flatten(1))
+
+
+@pytest.mark.parametrize("n", [1, 7])
+@pytest.mark.parametrize("mode", ["layer", "global"])
+@pytest.mark.parametrize("padding_idx", [None, 0])
+def test_embedding_matches_dense_reference(padding_idx, mode, n):
+    torch.manual_seed(0)
+    model = TokenConvNet(padding_idx)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 6, (n, 6), generator=g)  # ids 6..10 never occur; 0 often does
+    y = torch.randint(0, 3, (n,), generator=g)
+    damping = 1e-3
+    pre = fngd.FNGDPreconditioner(model, num_samples=20, max_batch=8, damping=damping, mode=mode,
+                                  damping_kind="absolute", coef_filter="none")
+    assert [l.kind for l in pre.layers][0] == "embedding"
+    grads = per_sample_grads(model, ids, y)
+    F.cross_entropy(model(ids), y).backward()
+    pre.step(torch.arange(n))
+    ref, cond = reference_direction(grads, layer_blocks(pre), damping, mode, coef_filter="none")
+    tol = 16 * EPS32 * cond
+    for pname, p in model.named_parameters():
+        err = rel_err(p.grad, ref[pname])
+        assert err <= tol, (pname, err, cond)
+    w = model.emb.weight.grad
+    assert torch.count_nonzero(w[6:]) == 0  # rows no sample used
+    if padding_idx is not None:
+        assert torch.count_nonzero(w[padding_idx]) == 0
+
+
+def test_unsupported_embeddings_are_named():
+    for bad, why in [(nn.Embedding(5, 3, max_norm=1.0), "max_norm"),
+                     (nn.Embedding(5, 3, sparse=True), "sparse")]:
+        with pytest.raises(fngd.UnsupportedLayerError, match=why):
+            fngd.FNGDPreconditioner(nn.Sequential(bad), num_samples=10, max_batch=4)
