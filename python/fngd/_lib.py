@@ -40,7 +40,7 @@ GRAM_AUTO, GRAM_MATERIALIZE, GRAM_POSITION = 0, 1, 2
 PHASE_COLLECT, PHASE_REUSE = 0, 1
 FILTER_NONE, FILTER_RANGE = 0, 1
 STEP_NONE, STEP_KL_CLIP, STEP_GRAFT = 0, 1, 2
-LAYER_LINEAR, LAYER_CONV2D, LAYER_NORM_AFFINE, LAYER_GENERIC = 0, 1, 2, 3
+LAYER_LINEAR, LAYER_CONV2D, LAYER_NORM_AFFINE, LAYER_GENERIC, LAYER_EMBEDDING = 0, 1, 2, 3, 4
 
 
 class Config(Structure):
@@ -105,6 +105,8 @@ class LayerDesc(Structure):
         ("grad_weight", c_void_p),
         ("grad_bias", c_void_p),
         ("groups", c_int),
+        ("num_embeddings", c_int),
+        ("embedding_dim", c_int),
     ]
 
 
@@ -151,6 +153,7 @@ _PROTOTYPES = {
     "fngd_conv2d_desc": (LayerDesc, [c_int, c_int, c_int, c_int, c_int, c_int, c_int]),
     "fngd_norm_affine_desc": (LayerDesc, [c_int, c_int, c_int]),
     "fngd_generic_desc": (LayerDesc, [c_int64]),
+    "fngd_embedding_desc": (LayerDesc, [c_int, c_int, c_int]),
     "fngd_create": (_st, [POINTER(Config), POINTER(Handle)]),
     "fngd_destroy": (_st, [Handle]),
     "fngd_add_layer": (_st, [Handle, POINTER(LayerDesc), POINTER(c_int)]),
@@ -177,12 +180,7 @@ _OPTIONAL_PROTOTYPES = {
     "fngd_load_state": (_st, [Handle, c_void_p, c_size_t]),
     "fngd_save_file": (_st, [Handle, c_char_p]),
     "fngd_load_file": (_st, [Handle, c_char_p]),
-    # Coefficient import (fngd.distributed).
-    "fngd_set_coefficients": (_st, [Handle, c_int, c_int64, POINTER(c_int64), POINTER(c_float)]),
-    "fngd_get_num_coefficient_sets": (_st, [Handle, POINTER(c_int)]),
 }
-
-ALL_SETS = -1  # FNGD_ALL_SETS
 
 
 class LibraryNotFoundError(ImportError):

@@ -14,6 +14,8 @@ Supported (each module's own parameters form one library layer):
 - nn.LayerNorm over one dimension, elementwise affine
                                   -> FNGD_LAYER_NORM_AFFINE, channels_last, N x T x C
 - nn.GroupNorm, affine            -> FNGD_LAYER_NORM_AFFINE, N x C x T, xhat per group
+- nn.Embedding (no max_norm, dense gradients)
+                                  -> FNGD_LAYER_EMBEDDING (CPU backend), int64 ids, padding -1
 
 Captures keep what autograd keeps: the input of a Linear/Conv2d is handed over as it is (no
 copy when it is fp32 and contiguous, the usual case). Norm layers need xhat = (x - mean) * rstd
@@ -285,8 +287,39 @@ class GroupNormKind(_NormKind):
         return xhat.reshape(n, module.num_channels, -1)
 
 
+class EmbeddingKind(LayerKind):
+    """nn.Embedding -> FNGD_LAYER_EMBEDDING (CPU backend): the library's input is the token
+    ids (int64, N x T with T the product of the dims after the batch), padding_idx mapped to
+    -1 so that its row gets no direction (as it gets no gradient in PyTorch)."""
+    name, module_type = "embedding", nn.Embedding
+
+    def unsupported_reason(self, module):
+        if module.max_norm is not None:
+            return "Embedding with max_norm (renormalises its weight in the forward)"
+        if module.sparse:
+            return "Embedding with sparse=True (sparse gradients)"
+        return ""
+
+    def geometry(self, module, a):
+        if a.dim() < 1:
+            raise ValueError("Embedding input must have a batch dimension")
+        return dict(kind=self.name, num_embeddings=module.num_embeddings,
+                    embedding_dim=module.embedding_dim, positions=max(a[0].numel(), 1))
+
+    def capture(self, module, x, output):
+        ids = x.detach().to(torch.int64)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(1)
+        if module.padding_idx is not None:
+            ids = torch.where(ids == module.padding_idx, -1, ids)
+        return ids.contiguous()
+
+    def descriptor(self, geom, descs):
+        return descs.embedding(geom["num_embeddings"], geom["embedding_dim"], geom["positions"])
+
+
 KINDS = (LinearKind(), Conv2dKind(), Conv1dKind(), BatchNorm2dKind(), LayerNormKind(),
-         GroupNormKind())
+         GroupNormKind(), EmbeddingKind())
 
 
 def kind_of(module: nn.Module) -> tuple[LayerKind | None, str]:
@@ -301,7 +334,7 @@ def kind_of(module: nn.Module) -> tuple[LayerKind | None, str]:
 
 def classify(module: nn.Module) -> tuple[str | None, str]:
     """(kind name, reason): 'linear' | 'conv2d' | 'conv1d' | 'batchnorm2d' | 'layernorm' |
-    'groupnorm', or None with the
+    'groupnorm' | 'embedding', or None with the
     reason the module cannot be preconditioned."""
     kind, reason = kind_of(module)
     return (kind.name if kind else None), reason
