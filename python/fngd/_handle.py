@@ -215,6 +215,33 @@ class Handle:
             "fngd_get_coefficients")
         return out
 
+    def num_coefficient_sets(self) -> int:
+        n = ctypes.c_int()
+        self._check(self.lib.fngd_get_num_coefficient_sets(self.h, ctypes.byref(n)),
+                    "fngd_get_num_coefficient_sets")
+        return n.value
+
+    def coefficients_all(self, ids) -> torch.Tensor:
+        """Every coefficient set of `ids` (host int64): len(ids) x nsets, NaN = none stored."""
+        out = torch.empty(len(ids), self.num_coefficient_sets(), dtype=torch.float32)
+        self._check(self.lib.fngd_get_coefficients(
+            self.h, _lib.ALL_SETS, len(ids), _ids_ptr(ids),
+            ctypes.cast(out.data_ptr(), ctypes.POINTER(ctypes.c_float))),
+            "fngd_get_coefficients")
+        return out
+
+    def set_coefficients_all(self, ids, values) -> None:
+        """fngd_set_coefficients of every set: ids host int64 (distinct), values len x nsets."""
+        ids = ids.to("cpu", torch.int64).contiguous()
+        values = values.to("cpu", torch.float32).contiguous()
+        if not hasattr(self.lib, "fngd_set_coefficients"):
+            raise FNGDError(_lib.ERROR_NOT_SUPPORTED,
+                            "this libfngd lacks fngd_set_coefficients (rebuild it)")
+        self._check(self.lib.fngd_set_coefficients(
+            self.h, _lib.ALL_SETS, len(ids), _ids_ptr(ids),
+            ctypes.cast(values.data_ptr(), ctypes.POINTER(ctypes.c_float))),
+            "fngd_set_coefficients")
+
     @staticmethod
     def has_checkpoint() -> bool:
         return _lib.has_checkpoint(_load())

@@ -180,7 +180,12 @@ _OPTIONAL_PROTOTYPES = {
     "fngd_load_state": (_st, [Handle, c_void_p, c_size_t]),
     "fngd_save_file": (_st, [Handle, c_char_p]),
     "fngd_load_file": (_st, [Handle, c_char_p]),
+    # Coefficient import (fngd.distributed).
+    "fngd_set_coefficients": (_st, [Handle, c_int, c_int64, POINTER(c_int64), POINTER(c_float)]),
+    "fngd_get_num_coefficient_sets": (_st, [Handle, POINTER(c_int)]),
 }
+
+ALL_SETS = -1  # FNGD_ALL_SETS
 
 
 class LibraryNotFoundError(ImportError):

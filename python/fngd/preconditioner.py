@@ -86,6 +86,10 @@ class FNGDPreconditioner:
         rhs: "ones" (FNGD) or "ief" (improved empirical Fisher: r_i = squared norm of sample
             i's gradient at the output of `ief_layer`, by default the last preconditioned
             layer, i.e. the logits of a classifier head).
+        distributed: data-parallel FNGD on torch.distributed (fngd/distributed.py): False
+            (default), True (the default process group) or a ProcessGroup. step() then
+            averages the directions over the ranks and end_epoch() of a collect epoch
+            replicates the coefficients; see pre.distributed and fngd.distributed.prepare_ddp.
 
     Every argument is checked here (type and range, then the library's own validation), so
     that a bad option fails at construction and not at the first step. After close(), every
@@ -100,10 +104,11 @@ class FNGDPreconditioner:
                  check_finite: bool = True, max_workspace_bytes: int = 1 << 30,
                  skip_weight_grad: bool = True, unsupported: str = "error", modules=None,
                  coef_filter=None, exact_small_layers=None, step_control=None, kl_clip=None,
-                 lr=None, rhs: str = "ones", ief_layer=None):
+                 lr=None, rhs: str = "ones", ief_layer=None, distributed=False):
         self._closed, self._handle, self._hooks = False, None, None
+        self.distributed = None  # fngd.distributed.DataParallel with distributed=True
         args = dict(locals())
-        for k in ("self", "model", "__class__"):
+        for k in ("self", "model", "__class__", "distributed"):
             args.pop(k, None)
         self.options = O.resolve(model, _handle.default_config(), **args)
         self._lr = O.learning_rate(lr)
@@ -115,6 +120,9 @@ class FNGDPreconditioner:
         self._device_cached = None
         self._phase = _lib.PHASE_COLLECT
         self._hooks = Hooks(self.layers, skip_weight_grad)
+        if distributed is not False and distributed is not None:
+            from .distributed import DataParallel  # data-parallel FNGD (fngd/distributed.py)
+            self.distributed = DataParallel(self, None if distributed is True else distributed)
 
     def _pick_ief_layer(self, name):
         """The layer whose output gradient gives iEF's per-sample right-hand side."""
@@ -261,6 +269,12 @@ class FNGDPreconditioner:
         self._check_open("step()")
         if not self._hooks:
             raise RuntimeError("step() after remove_hooks()")
+        if self.needs_loss_weights and self.distributed is not None:
+            # Global reuse epoch, data-parallel: only average the weighted loss's gradients.
+            ids = O.sample_ids(sample_ids)
+            self.distributed.before_step(ids.numel(), ids)
+            self.distributed.after_step(ids.numel(), ids, record=False)
+            return True
         if self.needs_loss_weights:
             raise RuntimeError("mode='global' in a reuse epoch: no step() is needed; weight the "
                                "per-sample losses with loss_weights(ids) and back-propagate "
@@ -269,6 +283,8 @@ class FNGDPreconditioner:
         try:
             n = self._hooks.gather(self.options["max_batch"])
             ids = None if sample_ids is None else O.sample_ids(sample_ids, n)
+            if self.distributed is not None:
+                self.distributed.before_step(n, ids)
             if self._handle is None:
                 device = self._device()
                 for l in self.layers:
@@ -315,6 +331,8 @@ class FNGDPreconditioner:
             for l in self.layers:
                 if l.staging:
                     l.copy_staged()
+            if self.distributed is not None:
+                self.distributed.after_step(n, ids, self._phase == _lib.PHASE_COLLECT)
             return True
         except BaseException:
             # fngd_step changes nothing on failure (fngd.h); neither does this method.
@@ -328,6 +346,8 @@ class FNGDPreconditioner:
         """Close the epoch: the library switches to reuse (or back to collect every R epochs)."""
         self._require_handle("end_epoch()")
         self.discard()
+        if self.distributed is not None:
+            self.distributed.before_end_epoch(self._phase == _lib.PHASE_COLLECT)
         self._set_phase(self._handle.end_epoch())
 
     def loss_weights(self, sample_ids) -> torch.Tensor:
@@ -414,3 +434,5 @@ class FNGDPreconditioner:
             old[0].destroy()
         self.discard()
         self._set_phase(self._handle.raw_stats().phase)
+        if self.distributed is not None:
+            self.distributed.reset()
