@@ -29,7 +29,8 @@ Rules:
   in the same buckets (reduce_other_grads=True, the default; a parameter without a .grad counts
   as zeros, as DDP does). With a DDP-wrapped model call prepare_ddp(model, pre) before wrapping:
   DDP then ignores the preconditioned parameters (no parameter is communicated twice) and
-  averages the others itself.
+  averages the others itself; or run every forward/backward under ddp.no_sync() and let
+  step() average everything.
 - Buffers (BatchNorm running statistics) are not synchronised: as DDP with
   broadcast_buffers=False.
 - A collective that fails raises FNGDDistributedError; a rank that dies or stalls makes the

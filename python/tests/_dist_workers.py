@@ -192,3 +192,41 @@ def failing(rank, world, tmp, how):
         msg = str(e)
     torch.save({"msg": msg, "seconds": time.time() - t0}, f"{tmp}/rank{rank}.pt")
     os._exit(0)  # do not wait for the failed peer in destroy_process_group
+
+
+def ddp(rank, world, tmp):
+    """DistributedDataParallel-wrapped model with a module that is not preconditioned (PReLU),
+    three ways in one group: "plain" (no DDP: pre.step averages every gradient),
+    "prepare_ddp" (DDP ignores the preconditioned parameters and averages the PReLU weight
+    itself) and "no_sync" (DDP wrapper, every step under ddp.no_sync(): pre.step averages
+    every gradient)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from fngd.distributed import prepare_ddp
+    init(rank, world, tmp)
+    x, y = data(world)
+    out = {}
+    for how in ("plain", "prepare_ddp", "no_sync"):
+        m = model(extra=True)
+        pre = make_pre(m, "layer")
+        net = m
+        if how == "prepare_ddp":
+            prepare_ddp(m, pre)
+            net = DDP(m)
+        elif how == "no_sync":
+            net = DDP(m)
+        opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        for epoch in range(2):
+            for idx in epoch_batches(epoch, rank, world):
+                opt.zero_grad()
+                if how == "no_sync":
+                    with net.no_sync():
+                        F.cross_entropy(net(x[idx]), y[idx]).backward()
+                else:
+                    F.cross_entropy(net(x[idx]), y[idx]).backward()
+                pre.step(idx)
+                opt.step()
+            pre.end_epoch()
+        out[how] = flat_params(m)
+        pre.close()
+    torch.save(out, f"{tmp}/rank{rank}.pt")
+    dist.destroy_process_group()

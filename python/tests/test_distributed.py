@@ -85,3 +85,13 @@ def test_failed_rank_makes_the_others_fail_not_hang(tmp_path, how):
     assert "fngd.distributed" in r0["msg"] and "failed on rank 0" in r0["msg"], r0["msg"]
     assert r0["seconds"] < 30
     assert time.time() - t0 < 60
+
+
+def test_ddp_wrapped_model(tmp_path):
+    """prepare_ddp + DDP, and DDP under no_sync(), give the parameters of the plain model's
+    run (2 ranks: averaging by halves is exact, so bit for bit), identical across ranks."""
+    res = run(W.ddp, 2, tmp_path)
+    want = res[0]["plain"].view(torch.int32)
+    for r in res:
+        for how in ("plain", "prepare_ddp", "no_sync"):
+            assert torch.equal(r[how].view(torch.int32), want), how
