@@ -4,6 +4,12 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libgtest-dev)
+# Optional: MPI for the data-parallel C example (examples/dp_mpi_train.c and its mpirun -np 2
+# test, built only when CMake finds MPI): `bash scripts/install_deps.sh --mpi` or
+# FNGD_WITH_MPI=1.
+if [ "${1:-}" = "--mpi" ] || [ "${FNGD_WITH_MPI:-0}" = "1" ]; then
+  packages+=(openmpi-bin libopenmpi-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
