@@ -79,6 +79,10 @@ class Hooks:
         elif self.attached:
             for layer in self.layers:
                 m = layer.module
+                attach = getattr(layer.helper, "attach", None)
+                if attach is not None:  # a kind with its own capture (MultiheadAttention)
+                    self.handles.extend(attach(layer))
+                    continue
                 self.handles.append(m.register_forward_pre_hook(self._pre_hook(layer)))
                 self.handles.append(m.register_forward_hook(self._hook(layer)))
 

@@ -84,6 +84,10 @@ class LayerKind:
         """Why this module (of module_type) cannot be preconditioned, '' when it can."""
         return ""
 
+    def params(self, module) -> list:
+        """The module's parameters this kind preconditions (weight, then bias)."""
+        return [p for p in (module.weight, getattr(module, "bias", None)) if p is not None]
+
     def geometry(self, module, a: torch.Tensor) -> dict:
         """Descriptor shape fields from one captured input `a` (batch first)."""
         raise NotImplementedError
@@ -318,8 +322,149 @@ class EmbeddingKind(LayerKind):
         return descs.embedding(geom["num_embeddings"], geom["embedding_dim"], geom["positions"])
 
 
+class _MHACapture:
+    """The in-projection capture of a MultiheadAttention forward: `a` the projections' inputs
+    (N x T x E), `e` assembled from the three projection gradients once all have arrived
+    (self-attention: N x T x 3E side by side; else block rows of a stacked N x (Tq+2Tk) x 3E)."""
+    __slots__ = ("a", "e", "version", "parts", "stacked")
+
+    def __init__(self, a, stacked):
+        self.a, self.e, self.version = a, None, a._version
+        self.parts, self.stacked = [None, None, None], stacked
+
+    def part(self, k):
+        def hook(grad):
+            self.parts[k] = grad.detach().transpose(0, 1)  # T x N x E -> N x T x E
+            if all(p is not None for p in self.parts):
+                g = [p.float() for p in self.parts]
+                if not self.stacked:
+                    self.e = torch.cat(g, dim=2).contiguous()
+                else:
+                    n, e = g[0].shape[0], g[0].shape[2]
+                    rows = [F.pad(p, (k * e, (2 - k) * e)) for k, p in enumerate(g)]
+                    self.e = torch.cat(rows, dim=1).contiguous()
+                self.parts = [None, None, None]
+        return hook
+
+
+class _OutCapture:
+    __slots__ = ("a", "e", "version")
+
+    def __init__(self, a):
+        self.a, self.e, self.version = a, None, a._version
+
+    def __call__(self, grad):
+        self.e = grad.detach().transpose(0, 1)  # T x N x E -> N x T x E (made contiguous later)
+
+
+_MHA_SIGNATURE = None
+
+
+class MultiheadAttentionKind(LayerKind):
+    """nn.MultiheadAttention: two library LINEAR layers, '<name>' (in_proj_weight/in_proj_bias,
+    E -> 3E) and '<name>.out_proj' (E -> E over the query tokens). Its projections run through
+    F.linear inside F.multi_head_attention_forward, so no module hook sees them: a forward hook
+    recomputes the attention with the projections outside (q, k, v = F.linear(...), then
+    F.multi_head_attention_forward with identity projections, which is exact, so masks, dropout
+    and attention weights are PyTorch's own) and returns that output instead of the module's,
+    with tensor hooks on the projections' outputs. Self-attention (query, key and value the same
+    tensor) is one linear over the T tokens with output gradients [e_q e_k e_v]; otherwise the
+    three inputs are stacked over Tq + 2 Tk positions with block output gradients (exact: the
+    zero blocks add nothing). Key padding masks make the padded keys' gradients zero. The forward
+    of the attention runs twice (the module's own result is discarded)."""
+    name, module_type = "mha_in_proj", nn.MultiheadAttention
+
+    def unsupported_reason(self, module):
+        if not module._qkv_same_embed_dim:
+            return "MultiheadAttention with kdim/vdim != embed_dim (separate q/k/v weights)"
+        if module.bias_k is not None:
+            return "MultiheadAttention with add_bias_kv"
+        return ""
+
+    def params(self, module):
+        return [p for p in (module.in_proj_weight, module.in_proj_bias) if p is not None]
+
+    def geometry(self, module, a):
+        e = module.embed_dim
+        if a.dim() != 3 or a.shape[2] != e:
+            raise ValueError(f"MultiheadAttention projection input {tuple(a.shape)} is not "
+                             f"N x T x {e}")
+        return dict(kind=self.name, in_features=e, out_features=3 * e, positions=a.shape[1],
+                    has_bias=int(module.in_proj_bias is not None))
+
+    def descriptor(self, geom, descs):
+        d = descs.linear(geom["in_features"], geom["out_features"], geom["has_bias"])
+        d.positions = geom["positions"]
+        return d
+
+    def attach(self, layer):
+        from ._capture import _functorch_active
+        import inspect
+        global _MHA_SIGNATURE
+        if _MHA_SIGNATURE is None:
+            _MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+        out_layer = layer.partner
+
+        def hook(module, args, kwargs, output):
+            if not torch.is_grad_enabled() or _functorch_active():
+                return None
+            b = _MHA_SIGNATURE.bind(module, *args, **kwargs)
+            b.apply_defaults()
+            a = b.arguments
+            query, key, value = a["query"], a["key"], a["value"]
+            if query.dim() != 3:
+                raise ValueError("FNGD: unbatched MultiheadAttention inputs are not supported")
+            same = query is key and key is value
+            bf = module.batch_first
+            q, k, v = ((t.transpose(0, 1) if bf else t) for t in (query, key, value))  # T x N x E
+            E = module.embed_dim
+            w, bias = module.in_proj_weight, module.in_proj_bias
+            ws = w.chunk(3)
+            bs = bias.chunk(3) if bias is not None else (None, None, None)
+            qp, kp, vp = (F.linear(x, ws[i], bs[i]) for i, x in enumerate((q, k, v)))
+            eye = torch.eye(E, dtype=qp.dtype, device=qp.device)
+            ctx, weights = F.multi_head_attention_forward(
+                qp, kp, vp, E, module.num_heads, None, None, None, None, module.add_zero_attn,
+                module.dropout, eye, None, training=module.training,
+                key_padding_mask=a["key_padding_mask"], need_weights=a["need_weights"],
+                attn_mask=a["attn_mask"], use_separate_proj_weight=True, q_proj_weight=eye,
+                k_proj_weight=eye, v_proj_weight=eye,
+                average_attn_weights=a["average_attn_weights"], is_causal=a["is_causal"])
+            out = F.linear(ctx, module.out_proj.weight, module.out_proj.bias)
+            if not out.requires_grad:
+                return None
+            xin = q.detach().transpose(0, 1) if same else torch.cat(
+                [t.detach().transpose(0, 1) for t in (q, k, v)], dim=1)
+            cap = _MHACapture(_as_input(xin), stacked=not same)
+            for i, t in enumerate((qp, kp, vp)):
+                if t.requires_grad:
+                    t.register_hook(cap.part(i))
+                else:
+                    cap.parts[i] = torch.zeros_like(t).transpose(0, 1)
+            layer.captures.append(cap)
+            ocap = _OutCapture(_as_input(ctx.detach().transpose(0, 1)))
+            out.register_hook(ocap)
+            out_layer.captures.append(ocap)
+            if bf:
+                out = out.transpose(0, 1)
+            return out, weights
+
+        return [layer.module.register_forward_hook(hook, with_kwargs=True)]
+
+
+class MHAOutProjKind(LinearKind):
+    """out_proj of a MultiheadAttention (captured by MultiheadAttentionKind's hook)."""
+    name = "mha_out_proj"
+
+    def attach(self, layer):
+        return []  # the attention's hook fills this layer's captures
+
+
+MHA_OUT_PROJ = MHAOutProjKind()
+
+
 KINDS = (LinearKind(), Conv2dKind(), Conv1dKind(), BatchNorm2dKind(), LayerNormKind(),
-         GroupNormKind(), EmbeddingKind())
+         GroupNormKind(), EmbeddingKind(), MultiheadAttentionKind())
 
 
 def kind_of(module: nn.Module) -> tuple[LayerKind | None, str]:
@@ -345,7 +490,8 @@ class Layer:
 
     def __init__(self, name, module, kind: LayerKind):
         self.name, self.module, self.helper, self.kind = name, module, kind, kind.name
-        self.params = [p for p in (module.weight, getattr(module, "bias", None)) if p is not None]
+        self.params = kind.params(module)
+        self.partner = None                # MultiheadAttention: its out_proj layer
         self.captures: list = []           # fngd._capture.Capture, one per forward since step
         self.geom: dict | None = None      # descriptor shape fields, fixed at handle creation
         self.sample_shape = None           # captured input shape without the batch dimension
@@ -408,9 +554,11 @@ class Layer:
 def find_layers(model: nn.Module, unsupported: str, modules) -> list[Layer]:
     """The preconditioned layers of `model` in named_modules() order."""
     wanted = set(modules) if modules is not None else None
-    found, problems = [], []
+    found, problems, claimed = [], [], set()
     for name, m in model.named_modules():
         if wanted is not None and name not in wanted:
+            continue
+        if id(m) in claimed:
             continue
         own = list(m.parameters(recurse=False))
         trainable = [p for p in own if p.requires_grad]
@@ -423,6 +571,11 @@ def find_layers(model: nn.Module, unsupported: str, modules) -> list[Layer]:
             problems.append(f"'{name or '<root>'}': {reason}")
             continue
         found.append(Layer(name, m, kind))
+        if isinstance(kind, MultiheadAttentionKind):  # its out_proj: a second library layer
+            out = Layer(f"{name}.out_proj" if name else "out_proj", m.out_proj, MHA_OUT_PROJ)
+            found[-1].partner = out
+            found.append(out)
+            claimed.add(id(m.out_proj))
     if wanted is not None:
         missing = wanted - {n for n, _ in model.named_modules()}
         if missing:

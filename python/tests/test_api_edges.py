@@ -229,5 +229,5 @@ def test_the_package_split():
         assert sum(1 for _ in f) < 450
     kinds = {type(k).__name__ for k in fngd.layers.KINDS}
     assert kinds == {"LinearKind", "Conv2dKind", "Conv1dKind", "BatchNorm2dKind", "LayerNormKind",
-                     "GroupNormKind", "EmbeddingKind"}
+                     "GroupNormKind", "EmbeddingKind", "MultiheadAttentionKind"}
     assert _options.RHS.keys() == {"ones", "ief"}
