@@ -16,6 +16,9 @@ Supported (each module's own parameters form one library layer):
 - nn.GroupNorm, affine            -> FNGD_LAYER_NORM_AFFINE, N x C x T, xhat per group
 - nn.Embedding (no max_norm, dense gradients)
                                   -> FNGD_LAYER_EMBEDDING (CPU backend), int64 ids, padding -1
+- nn.MultiheadAttention (kdim = vdim = embed_dim, no add_bias_kv)
+                                  -> two FNGD_LAYER_LINEAR layers, in_proj and out_proj (see
+                                     MultiheadAttentionKind: the forward hook recomputes it)
 
 Captures keep what autograd keeps: the input of a Linear/Conv2d is handed over as it is (no
 copy when it is fp32 and contiguous, the usual case). Norm layers need xhat = (x - mean) * rstd
