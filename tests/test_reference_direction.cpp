@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 
+#include "layer.h"
 #include "test_util.h"
 
 using namespace fngd_test;
@@ -167,6 +168,60 @@ TEST(Reference, EmbeddingChecks) {
     fngd_layer_batch_t b = m[0].batch();
     EXPECT_EQ(FNGD_ERROR_INVALID_ARGUMENT, fngd_step(hh, 2, sids.data(), &b, nullptr, nullptr));
     EXPECT_NE(nullptr, std::strstr(fngd_get_last_error(hh), "num_embeddings"));
+}
+
+// The CUDA backend has no kernels for grouped convolutions and embeddings yet: fngd_add_layer
+// refuses them there (NOT_SUPPORTED, with a message) through this check; the CPU takes them.
+TEST(Reference, CudaRefusesGroupedConvAndEmbedding) {
+    const fngd_layer_desc_t descs[] = {grouped(fngd_conv2d_desc(4, 4, 5, 5, 3, 3, 1), 4),
+                                       fngd_embedding_desc(10, 3, 2),
+                                       grouped(fngd_conv2d_desc(4, 4, 5, 5, 3, 3, 1), 1)};
+    for (int k = 0; k < 3; ++k) {
+        fngd_layer_t L;
+        char msg[256];
+        ASSERT_EQ(FNGD_SUCCESS, fngd_layer_init(&L, &descs[k], msg, sizeof msg));
+        EXPECT_EQ(FNGD_SUCCESS, fngd_layer_check_backend(&L, FNGD_BACKEND_CPU, msg, sizeof msg));
+        msg[0] = 0;
+        fngd_status_t s = fngd_layer_check_backend(&L, FNGD_BACKEND_CUDA, msg, sizeof msg);
+        EXPECT_EQ(k < 2 ? FNGD_ERROR_NOT_SUPPORTED : FNGD_SUCCESS, s) << k;
+        if (k < 2) EXPECT_NE(nullptr, std::strstr(msg, "CUDA backend")) << msg;
+    }
+}
+
+// A checkpoint records the groups and the embedding geometry: it loads into a handle with the
+// same layers and is refused (VERSION_MISMATCH) by one whose groups or vocabulary differ.
+TEST(Reference, StateRecordsGroupsAndEmbeddingGeometry) {
+    auto state_of = [](const std::vector<fngd_layer_desc_t>& layers, std::vector<char>& buf) {
+        Model m;
+        for (auto& d : layers) m.add(d);
+        Rng rng(9);
+        m.randomize(rng, 3);
+        fngd_config_t cfg = base_config(3, 6);
+        Handle h;
+        ASSERT_TRUE(make_handle(cfg, m, h));
+        auto ids = iota_ids(3);
+        ASSERT_TRUE(step_ok(h, m, 3, ids.data()));
+        size_t n = 0;
+        ASSERT_EQ(FNGD_SUCCESS, fngd_state_size(h, &n));
+        buf.resize(n);
+        ASSERT_EQ(FNGD_SUCCESS, fngd_save_state(h, buf.data(), n, nullptr));
+    };
+    auto load_into = [](const std::vector<fngd_layer_desc_t>& layers, const std::vector<char>& buf) {
+        Model m;
+        for (auto& d : layers) m.add(d);
+        fngd_config_t cfg = base_config(3, 6);
+        Handle h;
+        EXPECT_TRUE(make_handle(cfg, m, h));
+        return fngd_load_state(h, buf.data(), buf.size());
+    };
+    const fngd_layer_desc_t g2 = grouped(fngd_conv2d_desc(4, 4, 5, 5, 3, 3, 1), 2);
+    const fngd_layer_desc_t emb = fngd_embedding_desc(6, 3, 2);
+    std::vector<char> buf;
+    state_of({g2, emb}, buf);
+    ASSERT_FALSE(buf.empty());
+    EXPECT_EQ(FNGD_SUCCESS, load_into({g2, emb}, buf));
+    EXPECT_EQ(FNGD_ERROR_VERSION_MISMATCH, load_into({grouped(g2, 4), emb}, buf));
+    EXPECT_EQ(FNGD_ERROR_VERSION_MISMATCH, load_into({g2, fngd_embedding_desc(7, 3, 2)}, buf));
 }
 
 // ---- library against reference ----------------------------------------------------------------
