@@ -78,6 +78,9 @@ class DataParallel:
         self._checked = False
         self._ids: list[torch.Tensor] = []   # ids this rank stepped in the current collect epoch
         self._params = None
+        # Payload bytes this rank sent into collectives, and their number (bench/dp_step_time.py).
+        self.comm = {"all_reduce_bytes": 0, "all_reduce_calls": 0, "gather_bytes": 0,
+                     "gather_calls": 0}
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -99,6 +102,8 @@ class DataParallel:
 
     def _all_gather(self, what, t):
         out = [torch.empty_like(t) for _ in range(self.world)]
+        self.comm["gather_bytes"] += t.numel() * t.element_size()
+        self.comm["gather_calls"] += 1
         self._call(what, dist.all_gather, out, t)
         return out
 
@@ -199,6 +204,8 @@ class DataParallel:
                 flat = flat.to(dev)
             self._call(f"all-reduce of bucket {bi} ({flat.numel()} values)", dist.all_reduce,
                        flat, op=dist.ReduceOp.SUM)
+            self.comm["all_reduce_bytes"] += flat.numel() * flat.element_size()
+            self.comm["all_reduce_calls"] += 1
             if extra is not None:
                 self._check_sizes(flat[-self.world:])
                 sizes_checked = True
