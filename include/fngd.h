@@ -262,7 +262,8 @@ typedef struct fngd_layer_desc {
     size_t struct_size;
     fngd_layer_kind_t kind;
     int has_bias;        /**< LINEAR/CONV2D: bias present; NORM_AFFINE: shift (beta) present */
-    /* LINEAR: y[n,t,:] = W x[n,t,:] (+ b) over `positions` positions per sample (1, or tokens) */
+    /* LINEAR: y[n,t,:] = W x[n,t,:] (+ b) over `positions` positions per sample (1, or tokens);
+       EMBEDDING: `positions` = token ids per sample */
     int in_features, out_features, positions;
     /* CONV2D */
     int in_channels, out_channels, in_h, in_w, kernel_h, kernel_w;
@@ -384,9 +385,9 @@ FNGD_API fngd_status_t fngd_set_layer_buffers(fngd_handle_t handle, int layer_id
                                               float* bias, float* grad_weight, float* grad_bias);
 /** Number of registered layers. */
 FNGD_API fngd_status_t fngd_get_num_layers(fngd_handle_t handle, int* num_layers);
-/** The Gram method the cost model chose (or the one forced in the desc) for a layer. NORM_AFFINE
- *  and GENERIC layers always report FNGD_GRAM_MATERIALIZE: their per-sample gradients are given
- *  or trivial, so a forced POSITION is ignored for them. */
+/** The Gram method the cost model chose (or the one forced in the desc) for a layer. NORM_AFFINE,
+ *  GENERIC and EMBEDDING layers always report FNGD_GRAM_MATERIALIZE: their per-sample gradients
+ *  are given, trivial or sparse rows, so a forced POSITION is ignored for them. */
 FNGD_API fngd_status_t fngd_get_layer_gram_method(fngd_handle_t handle, int layer_id,
                                                   fngd_gram_method_t* method);
 
