@@ -574,7 +574,10 @@ Case random_case(Rng& rng, int k) {
     c.name = "Random" + std::to_string(k);
     int nl = pick(1, 3);
     for (int l = 0; l < nl; ++l) {
-        switch (pick(0, 3)) {
+        switch (pick(0, k >= 60 ? 4 : 3)) {  // seeds 60..69 also draw embeddings
+        case 4:
+            c.layers.push_back(fngd_embedding_desc(pick(2, 12), pick(1, 5), pick(3, 6)));
+            break;
         case 0: c.layers.push_back(linear(pick(1, 9), pick(1, 6), pick(0, 1), pick(1, 4))); break;
         case 1: {
             int kh = pick(1, 3), kw = pick(1, 3), dh = pick(1, 2), dw = pick(1, 2);
@@ -602,6 +605,10 @@ Case random_case(Rng& rng, int k) {
     c.N = Ns[pick(0, 6)];
     c.mode = pick(0, 1) ? FNGD_COEF_GLOBAL : FNGD_COEF_PER_LAYER;
     c.damping = pick(0, 1) ? FNGD_DAMPING_TRACE_RELATIVE : FNGD_DAMPING_ABSOLUTE;
+    // An embedding's block trace can be far from the others' (few distinct ids), and one
+    // absolute lambda for all blocks (check_direction) would then leave some ill-conditioned.
+    for (auto& d : c.layers)
+        if (d.kind == FNGD_LAYER_EMBEDDING) c.damping = FNGD_DAMPING_TRACE_RELATIVE;
     c.convention = pick(0, 1) ? FNGD_GRAD_PER_SAMPLE : FNGD_GRAD_MEAN_LOSS;
     c.method = (fngd_gram_method_t)pick(0, 2);
     c.custom_rhs = pick(0, 3) == 0;
@@ -611,7 +618,7 @@ Case random_case(Rng& rng, int k) {
 
 TEST(Direction, RandomSweep) {
     Rng rng(2024);
-    for (int k = 0; k < 60; ++k) {  // 40..59 also draw grouped convolutions
+    for (int k = 0; k < 70; ++k) {  // 40..69 also draw grouped convolutions, 60..69 embeddings
         Case c = random_case(rng, k);
         if (std::getenv("FNGD_TEST_VERBOSE"))
             for (auto& d : c.layers)
