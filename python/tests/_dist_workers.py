@@ -166,6 +166,19 @@ def disagree(rank, world, tmp):
             msg = str(e)
         pre.close()
         out[what] = msg
+    # Overlapping ids (a padding sampler): ranks 0 and 1 both step ids 4..7; after end_epoch
+    # every rank holds rank 0's values for them.
+    m = model()
+    pre = make_pre(m, "layer")
+    idx = torch.arange(N_LOCAL) + (N_LOCAL // 2) * rank
+    m.zero_grad()
+    F.cross_entropy(m(x[idx] * (1 + rank)), y[idx]).backward()  # different data per rank
+    pre.step(idx)
+    nsets = len(pre.layers)
+    out["local"] = torch.stack([pre.coefficients(set=s) for s in range(nsets)])
+    pre.end_epoch()
+    out["table"] = torch.stack([pre.coefficients(set=s) for s in range(nsets)])
+    pre.close()
     torch.save(out, f"{tmp}/rank{rank}.pt")
     dist.destroy_process_group()
 

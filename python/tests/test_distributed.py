@@ -8,6 +8,7 @@ on the CPU, 2 processes (4 for one case). The workers are in _dist_workers.py.
 - parameters are bit-identical across ranks after 3 epochs, and equal to a run resumed at
   epoch 2 from rank 0's state_dict loaded on every rank;
 - ranks that disagree on the layer set or the batch size all raise FNGDDistributedError;
+  ids stored by two ranks (a padding sampler) get the lowest rank's values on every rank;
 - a rank that fails (raises and exits, or stalls) makes the other fail within the process
   group's timeout instead of hanging.
 """
@@ -66,6 +67,15 @@ def test_ranks_that_disagree_all_raise(tmp_path):
     for r in res:
         for what, text in expect.items():
             assert text in r[what], (what, r[what])
+    # Overlapping ids: the same table on both ranks; rank 0's values win on ids 4..7.
+    t0, t1 = res[0]["table"], res[1]["table"]
+    assert torch.equal(torch.isnan(t0), torch.isnan(t1))
+    assert torch.equal(torch.nan_to_num(t0), torch.nan_to_num(t1))
+    h = W.N_LOCAL // 2
+    assert torch.equal(t0[:, :W.N_LOCAL], res[0]["local"][:, :W.N_LOCAL])
+    assert torch.equal(t0[:, W.N_LOCAL:W.N_LOCAL + h], res[1]["local"][:, W.N_LOCAL:W.N_LOCAL + h])
+    assert not torch.equal(res[0]["local"][:, h:W.N_LOCAL], res[1]["local"][:, h:W.N_LOCAL])
+    assert not torch.isnan(t0[:, :W.N_LOCAL + h]).any()
 
 
 @pytest.mark.parametrize("how", ["raise", "stall"])
