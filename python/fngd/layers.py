@@ -132,6 +132,9 @@ class Conv2dKind(LayerKind):
 
     def unsupported_reason(self, module):
         t = type(module).__name__
+        if module.groups > 1 and module.weight.is_cuda:
+            return (f"{t} with groups={module.groups} on a CUDA device (the CUDA backend has no "
+                    "grouped convolution yet; the CPU backend has)")
         if module.padding_mode != "zeros":
             return f"{t} with padding_mode='{module.padding_mode}' (only 'zeros')"
         if isinstance(module.padding, str) and module.padding == "same":
@@ -305,6 +308,9 @@ class EmbeddingKind(LayerKind):
             return "Embedding with max_norm (renormalises its weight in the forward)"
         if module.sparse:
             return "Embedding with sparse=True (sparse gradients)"
+        if module.weight.is_cuda:
+            return ("Embedding on a CUDA device (the CUDA backend has no embedding kernels yet; "
+                    "the CPU backend has)")
         return ""
 
     def geometry(self, module, a):
