@@ -9,6 +9,8 @@ Per model size and step control (the library's default "kl_clip", and "none"):
                   reduction per layer (plus, with kl_clip, the plain gradient per layer)
   global-reuse    global mode after one collect epoch: no hooks at work and no fngd_step, the
                   loss weighted by pre.loss_weights(ids) (step control plays no part: one row)
+  sgd-weighted    sgd with global reuse's weighted loss (weights of one): what the weighting
+                  itself costs, so that global-reuse / sgd-weighted is the drop-in's own part
 Models: digits (bench/tta_models.py's CNN, 1x8x8, batch 64), mnist (Conv-BN-Conv-BN-Linear on
 1x28x28 random data, batch 64), resnet18 (bench/resnet_cifar.py, 3x32x32, 100 classes, batch 32).
 
@@ -26,8 +28,10 @@ handover and the copies it made, norm-layer xhat; backward; step(): Python side 
 library call, and inside the library what check_finite, exact small layers and the KL clip's
 plain-gradient reduction add, from handles with each switched off; the optimizer).
 
-Results: JSON (--out, default bench/results/dropin_overhead_<machine>.json) and markdown
-tables on stdout. --device cuda runs the same on a GPU (CUDA events are not needed: each step
+Results: JSON (--out, default bench/results/dropin_overhead_<machine>.json, <machine> from the
+CPU model, e.g. intel-xeon-2vcpu) and markdown tables on stdout; --from-json prints the tables
+of a saved run (--compare OTHER.json: its ratios beside, e.g. an older package measured with
+--fngd-path). --device cuda runs the same on a GPU (CUDA events are not needed: each step
 is synchronised before it is timed). --smoke: tiny steps counts for CI.
 """
 
@@ -70,7 +74,7 @@ def build_model(name):
 # warm-up steps, timed steps, steps per block (a round runs one block of each configuration)
 STEPS = {"digits": (10, 300, 10), "mnist": (5, 100, 5), "resnet18": (2, 12, 1)}
 CONFIGS = ["sgd", "layer-collect/kl_clip", "layer-collect/none", "layer-reuse/kl_clip",
-           "layer-reuse/none", "global-reuse"]
+           "layer-reuse/none", "global-reuse", "sgd-weighted"]
 
 
 class Clock:
@@ -91,7 +95,8 @@ class Runner:
         self.model = copy.deepcopy(base).to(device).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.pre = None
-        if config == "sgd":
+        self.weights = torch.ones(batches[0][0].shape[0], device=device)
+        if config.startswith("sgd"):
             return
         kind, _, sc = config.partition("/")
         mode = "global" if kind.startswith("global") else "layer"
@@ -112,6 +117,8 @@ class Runner:
         out = model(x)
         if pre is not None and pre.needs_loss_weights:
             loss = (pre.loss_weights(ids) * F.cross_entropy(out, y, reduction="none")).mean()
+        elif self.config == "sgd-weighted":  # global reuse's loss, weights of one, no fngd
+            loss = (self.weights * F.cross_entropy(out, y, reduction="none")).mean()
         else:
             loss = F.cross_entropy(out, y)
         if marks is not None:
@@ -319,7 +326,7 @@ def profile_model(name, args, fngd, device):
         label = config + "".join(f" {k}={v}" for k, v in extra.items())
         torch_ms = None
         if config == "layer-reuse/none" and not extra and device.type == "cpu":
-            PROFILE["snapshot"] = []
+            PROFILE["snapshot"], PROFILE["acc"] = [], Acc()  # this step is not accounted
             r.step()
             torch_ms = torch_reductions_ms(PROFILE["snapshot"])
             PROFILE["snapshot"] = None
@@ -435,6 +442,21 @@ def markdown(res) -> str:
     return "\n".join(out)
 
 
+def compare_table(after, before) -> str:
+    """Ratios to sgd of two runs (e.g. the package before and after a change) side by side."""
+    cols = CONFIGS[1:]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    old = {m["model"]: m["rows"] for m in before["timing"]}
+    for m in after["timing"]:
+        cells = []
+        for c in cols:
+            b = old.get(m["model"], {}).get(c)
+            a = m["rows"][c]["cpu_ratio"]
+            cells.append(f"{b['cpu_ratio']:.2f}x -> {a:.2f}x" if b else f"{a:.2f}x")
+        lines.append(f"| {m['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _timing_table(results) -> str:
     cols = CONFIGS[1:]
     lines = ["| model | batch | sgd | " + " | ".join(cols) + " |",
@@ -467,6 +489,18 @@ def machine_info(device):
     return info
 
 
+def machine_slug() -> str:
+    """intel-xeon-2vcpu, amd-epyc-2vcpu, ...: the CPU family and the logical CPU count."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1] for l in f if l.startswith("model name")).lower()
+    except (OSError, StopIteration):
+        model = platform.processor().lower()
+    family = next((k for k in ("amd-epyc", "intel-xeon", "amd-ryzen", "intel-core")
+                   if all(w in model for w in k.split("-"))), "cpu")
+    return f"{family}-{os.cpu_count()}vcpu"
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="digits,mnist,resnet18")
@@ -476,15 +510,29 @@ def parse(argv=None):
     p.add_argument("--profile", action="store_true", help="add the instrumented profile")
     p.add_argument("--out", default=None, help="JSON path (default: bench/results/"
                    "dropin_overhead_<machine>.json; '-' for none)")
-    p.add_argument("--machine", default="amd-epyc-2vcpu", help="name in the default --out")
+    p.add_argument("--machine", default=None, help="name in the default --out (default: "
+                   "from the CPU model and count, e.g. intel-xeon-2vcpu)")
     p.add_argument("--fngd-path", default=os.path.join(REPO, "python"),
                    help="directory holding the fngd package to measure (e.g. an older copy)")
     p.add_argument("--smoke", action="store_true", help="1 warm-up and 2 timed steps")
+    p.add_argument("--from-json", default=None, help="measure nothing: print the tables of "
+                   "this result file")
+    p.add_argument("--compare", default=None, help="with --from-json: a second result file "
+                   "(e.g. an older package) whose ratios are shown beside")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            res = json.load(f)
+        print(markdown(res))
+        if args.compare:
+            with open(args.compare) as f:
+                print("\nBefore -> after (CPU-time ratios to sgd)\n\n"
+                      + compare_table(res, json.load(f)))
+        return res
     sys.path.insert(0, args.fngd_path)
     import fngd
     torch.set_num_threads(1)
@@ -506,7 +554,8 @@ def main(argv=None):
             restore()
     res["machine"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     res["seconds"] = time.perf_counter() - t0
-    out = args.out or os.path.join(HERE, "results", f"dropin_overhead_{args.machine}.json")
+    out = args.out or os.path.join(HERE, "results",
+                                   f"dropin_overhead_{args.machine or machine_slug()}.json")
     if out != "-":
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

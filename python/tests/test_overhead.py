@@ -129,6 +129,8 @@ def test_benchmark_smoke(tmp_path):
     assert set(rows) == set(bench.CONFIGS)
     assert all(r["cpu_ms"] > 0 and r["steps"] == 2 for r in rows.values())
     assert rows["sgd"]["cpu_ratio"] == 1.0
+    again = bench.main(["--from-json", str(out), "--compare", str(out)])  # tables only
+    assert again["timing"] == saved["timing"]
     prof = res["profile"][0]["rows"]
     assert prof["layer-reuse/none"]["parts_cpu_ms"]["library: fngd_step"] > 0
     assert prof["layer-reuse/none"]["copies_per_step"].get("input copies", 0) == 0
