@@ -271,8 +271,8 @@ class FNGDPreconditioner:
             raise RuntimeError("step() after remove_hooks()")
         if self.needs_loss_weights and self.distributed is not None:
             # Global reuse epoch, data-parallel: only average the weighted loss's gradients.
-            ids = O.sample_ids(sample_ids)
-            self.distributed.before_step(ids.numel(), ids)
+            ids = None if sample_ids is None else O.sample_ids(sample_ids)
+            self.distributed.before_step(0 if ids is None else ids.numel(), ids)
             self.distributed.after_step(ids.numel(), ids, record=False)
             return True
         if self.needs_loss_weights:

@@ -105,3 +105,48 @@ def test_ddp_wrapped_model(tmp_path):
     for r in res:
         for how in ("plain", "prepare_ddp", "no_sync"):
             assert torch.equal(r[how].view(torch.int32), want), how
+
+
+def test_single_process_rules(tmp_path):
+    """In this process (a world of one): distributed=True needs an initialised process group;
+    step() refuses position keys; global-mode reuse epochs take step(ids); prepare_ddp's
+    misuse is refused."""
+    import torch.nn.functional as F
+
+    import fngd
+    from fngd.distributed import prepare_ddp
+    m = W.model()
+    if not dist.is_initialized():
+        with pytest.raises(RuntimeError, match="init_process_group"):
+            fngd.FNGDPreconditioner(m, num_samples=64, max_batch=8, distributed=True)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rv", rank=0, world_size=1)
+    try:
+        x, y = W.data(1)
+        pre = fngd.FNGDPreconditioner(m, num_samples=64, max_batch=8, mode="global",
+                                      distributed=True)
+        F.cross_entropy(m(x[:8]), y[:8]).backward()
+        with pytest.raises(ValueError, match="sample ids"):
+            pre.step(None)
+        m.zero_grad()
+        F.cross_entropy(m(x[:8]), y[:8]).backward()  # the refused step dropped the captures
+        idx = torch.arange(8)
+        assert pre.step(idx)
+        pre.end_epoch()
+        assert pre.needs_loss_weights
+        m.zero_grad()
+        (pre.loss_weights(idx) * F.cross_entropy(m(x[:8]), y[:8], reduction="none")).mean() \
+            .backward()
+        g = [p.grad.clone() for p in m.parameters()]
+        assert pre.step(idx)  # only averages (a world of one: unchanged)
+        assert all(torch.equal(a, p.grad) for a, p in zip(g, m.parameters()))
+        assert pre.distributed.comm["all_reduce_calls"] == 2
+        plain = fngd.FNGDPreconditioner(W.model(), num_samples=64, max_batch=8)
+        with pytest.raises(ValueError, match="distributed=True"):
+            prepare_ddp(plain.model, plain)
+        ddp = torch.nn.parallel.DistributedDataParallel(W.model())
+        with pytest.raises(ValueError, match="before DistributedDataParallel"):
+            prepare_ddp(ddp, pre)
+        pre.close()
+        plain.close()
+    finally:
+        dist.destroy_process_group()
