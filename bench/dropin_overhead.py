@@ -31,8 +31,9 @@ plain-gradient reduction add, from handles with each switched off; the optimizer
 Results: JSON (--out, default bench/results/dropin_overhead_<machine>.json, <machine> from the
 CPU model, e.g. intel-xeon-2vcpu) and markdown tables on stdout; --from-json prints the tables
 of a saved run (--compare OTHER.json: its ratios beside, e.g. an older package measured with
---fngd-path). --device cuda runs the same on a GPU (CUDA events are not needed: each step
-is synchronised before it is timed). --smoke: tiny steps counts for CI.
+--fngd-path). --device cuda runs the same on a GPU (each phase is synchronised before it is timed; the
+tables then use wall time, and --profile's parts, CPU-time wrappers around asynchronous calls,
+mean little there). --smoke: tiny steps counts for CI.
 """
 
 from __future__ import annotations
@@ -435,8 +436,10 @@ def table_profile(prof) -> str:
 
 
 def markdown(res) -> str:
-    out = ["Step time relative to PyTorch's SGD step (CPU time, median of the step; ms in "
-           "brackets)", "", _timing_table(res["timing"])]
+    gpu = res["machine"].get("device", "cpu").startswith("cuda")
+    what = "wall time, synchronised" if gpu else "CPU time"
+    out = [f"Step time relative to PyTorch's SGD step ({what}, median of the step; ms in "
+           "brackets)", "", _timing_table(res["timing"], "wall" if gpu else "cpu")]
     if res.get("profile"):
         out += ["", table_profile(res["profile"])]
     return "\n".join(out)
@@ -457,18 +460,20 @@ def compare_table(after, before) -> str:
     return "\n".join(lines)
 
 
-def _timing_table(results) -> str:
+def _timing_table(results, metric="cpu") -> str:
+    """metric "cpu" (CPU time, the CPU runs) or "wall" (a GPU's synchronised wall time)."""
     cols = CONFIGS[1:]
+    other = "wall" if metric == "cpu" else "cpu"
     lines = ["| model | batch | sgd | " + " | ".join(cols) + " |",
              "|---" * (len(cols) + 3) + "|"]
     for m in results:
         r = m["rows"]
-        lines.append(f"| {m['model']} | {m['batch']} | {r['sgd']['cpu_ms']:.2f} ms | "
-                     + " | ".join(f"{r[c]['cpu_ratio']:.2f}x ({r[c]['cpu_ms']:.2f})"
+        lines.append(f"| {m['model']} | {m['batch']} | {r['sgd'][metric + '_ms']:.2f} ms | "
+                     + " | ".join(f"{r[c][metric + '_ratio']:.2f}x ({r[c][metric + '_ms']:.2f})"
                                   for c in cols) + " |")
-    lines += ["", "Wall-clock ratios (the same steps): " + "; ".join(
-        f"{m['model']}: " + ", ".join(f"{c} {m['rows'][c]['wall_ratio']:.2f}x" for c in cols)
-        for m in results)]
+    lines += ["", f"{'Wall-clock' if other == 'wall' else 'CPU-time'} ratios (the same steps): "
+              + "; ".join(f"{m['model']}: " + ", ".join(
+                  f"{c} {m['rows'][c][other + '_ratio']:.2f}x" for c in cols) for m in results)]
     return "\n".join(lines)
 
 
