@@ -22,8 +22,8 @@ timed as CPU time of the process (time.process_time; torch and OpenBLAS at one t
 is the compute of the step, robust to other jobs waiting for the cores) and as wall time
 (perf_counter; CUDA: synchronised). The tables report medians and ratios to sgd's median.
 
---profile adds a separate, instrumented pass (means over its steps) of layer-reuse and layer-collect (both step
-controls): where the time of a step goes (forward with hooks: hook bodies, Linear/Conv2d input
+--profile adds a separate, instrumented pass (means over its steps) of layer-reuse and
+layer-collect (both step controls): where the time of a step goes (forward with hooks: hook bodies, Linear/Conv2d input
 handover and the copies it made, norm-layer xhat; backward; step(): Python side and the
 library call, and inside the library what check_finite, exact small layers and the KL clip's
 plain-gradient reduction add, from handles with each switched off; the optimizer).
@@ -31,9 +31,9 @@ plain-gradient reduction add, from handles with each switched off; the optimizer
 Results: JSON (--out, default bench/results/dropin_overhead_<machine>.json, <machine> from the
 CPU model, e.g. intel-xeon-2vcpu) and markdown tables on stdout; --from-json prints the tables
 of a saved run (--compare OTHER.json: its ratios beside, e.g. an older package measured with
---fngd-path). --device cuda runs the same on a GPU (each phase is synchronised before it is timed; the
-tables then use wall time, and --profile's parts, CPU-time wrappers around asynchronous calls,
-mean little there). --smoke: tiny steps counts for CI.
+--fngd-path). --device cuda runs the same on a GPU (each phase is synchronised before it is
+timed; the tables then use wall time, and --profile's parts, CPU-time wrappers around
+asynchronous calls, mean little there). --smoke: tiny steps counts for CI.
 """
 
 from __future__ import annotations
