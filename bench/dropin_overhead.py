@@ -17,16 +17,17 @@ Models: digits (bench/tta_models.py's CNN, 1x8x8, batch 64), mnist (Conv-BN-Conv
 Timing: every configuration has its own copy of the model (same initial weights), optimizer and
 preconditioner; after warm-up, rounds run a block of steps (10 for digits, 5 for mnist, 1 for
 resnet18) of each configuration in turn, the order rotating every round, so that changes in the
-machine's load hit all of them alike while each block runs with its own data in the caches. Each step is
-timed as CPU time of the process (time.process_time; torch and OpenBLAS at one thread, so that
-is the compute of the step, robust to other jobs waiting for the cores) and as wall time
-(perf_counter; CUDA: synchronised). The tables report medians and ratios to sgd's median.
+machine's load hit all of them alike while each block runs with its own data in the caches.
+Each step is timed as CPU time of the process (time.process_time; torch and OpenBLAS at one
+thread, so that is the compute of the step, robust to other jobs waiting for the cores) and as
+wall time (perf_counter; CUDA: synchronised). The tables report medians and ratios to sgd's.
 
 --profile adds a separate, instrumented pass (means over its steps) of layer-reuse and
-layer-collect (both step controls): where the time of a step goes (forward with hooks: hook bodies, Linear/Conv2d input
-handover and the copies it made, norm-layer xhat; backward; step(): Python side and the
-library call, and inside the library what check_finite, exact small layers and the KL clip's
-plain-gradient reduction add, from handles with each switched off; the optimizer).
+layer-collect (both step controls): where the time of a step goes (forward with hooks: hook
+bodies, Linear/Conv2d input handover and the copies it made, norm-layer xhat; backward; step():
+Python side and the library call, and inside the library what check_finite, exact small layers
+and the KL clip's plain-gradient reduction add, from handles with each switched off; the
+optimizer).
 
 Results: JSON (--out, default bench/results/dropin_overhead_<machine>.json, <machine> from the
 CPU model, e.g. intel-xeon-2vcpu) and markdown tables on stdout; --from-json prints the tables

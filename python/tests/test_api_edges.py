@@ -201,7 +201,8 @@ def test_a_bad_learning_rate_from_a_callable_is_refused_at_the_step():
 def test_numpy_is_a_declared_dependency():
     text = open(PYPROJECT).read()
     deps = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M).group(1)
-    names = [re.split(r"[<>=!~ ;\[]", d.strip().strip('"'))[0] for d in deps.split(",") if d.strip()]
+    names = [re.split(r"[<>=!~ ;\[]", d.strip().strip('"'))[0]
+             for d in deps.split(",") if d.strip()]
     assert "torch" in names and "numpy" in names, names
 
 
