@@ -18,7 +18,7 @@ Supported (each module's own parameters form one library layer):
                                   -> FNGD_LAYER_EMBEDDING (CPU backend), int64 ids, padding -1
 - nn.MultiheadAttention (kdim = vdim = embed_dim, no add_bias_kv)
                                   -> two FNGD_LAYER_LINEAR layers, in_proj and out_proj (see
-                                     MultiheadAttentionKind: the forward hook recomputes it)
+                                     MultiheadAttentionKind: its forward is replaced while capturing)
 
 Captures keep what autograd keeps: the input of a Linear/Conv2d is handed over as it is (no
 copy when it is fp32 and contiguous, the usual case). Norm layers need xhat = (x - mean) * rstd
@@ -373,14 +373,15 @@ class MultiheadAttentionKind(LayerKind):
     """nn.MultiheadAttention: two library LINEAR layers, '<name>' (in_proj_weight/in_proj_bias,
     E -> 3E) and '<name>.out_proj' (E -> E over the query tokens). Its projections run through
     F.linear inside F.multi_head_attention_forward, so no module hook sees them: a forward hook
-    recomputes the attention with the projections outside (q, k, v = F.linear(...), then
+    computes the attention with the projections outside (q, k, v = F.linear(...), then
     F.multi_head_attention_forward with identity projections, which is exact, so masks, dropout
-    and attention weights are PyTorch's own) and returns that output instead of the module's,
-    with tensor hooks on the projections' outputs. Self-attention (query, key and value the same
+    and attention weights are PyTorch's own), with tensor hooks on the projections' outputs:
+    while capturing, the module's forward is replaced by that computation (an instance
+    attribute, removed with the other hooks; other forward hooks still run). Self-attention (query, key and value the same
     tensor) is one linear over the T tokens with output gradients [e_q e_k e_v]; otherwise the
     three inputs are stacked over Tq + 2 Tk positions with block output gradients (exact: the
-    zero blocks add nothing). Key padding masks make the padded keys' gradients zero. The forward
-    of the attention runs twice (the module's own result is discarded)."""
+    zero blocks add nothing). Key padding masks make the padded keys' gradients zero. The cost
+    over the module's own forward is the three identity projections (E x E per token)."""
     name, module_type = "mha_in_proj", nn.MultiheadAttention
 
     def unsupported_reason(self, module):
@@ -414,7 +415,7 @@ class MultiheadAttentionKind(LayerKind):
             _MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
         out_layer = layer.partner
 
-        def hook(module, args, kwargs, output):
+        def run(module, args, kwargs):
             if not torch.is_grad_enabled() or _functorch_active():
                 return None
             b = _MHA_SIGNATURE.bind(module, *args, **kwargs)
@@ -441,7 +442,7 @@ class MultiheadAttentionKind(LayerKind):
                 average_attn_weights=a["average_attn_weights"], is_causal=a["is_causal"])
             out = F.linear(ctx, module.out_proj.weight, module.out_proj.bias)
             if not out.requires_grad:
-                return None
+                return (out.transpose(0, 1) if bf else out), weights
             xin = q.detach().transpose(0, 1) if same else torch.cat(
                 [t.detach().transpose(0, 1) for t in (q, k, v)], dim=1)
             cap = _MHACapture(_as_input(xin), stacked=not same)
@@ -458,7 +459,20 @@ class MultiheadAttentionKind(LayerKind):
                 out = out.transpose(0, 1)
             return out, weights
 
-        return [layer.module.register_forward_hook(hook, with_kwargs=True)]
+        module = layer.module
+        original = type(module).forward
+
+        def forward(*args, **kwargs):  # the module's forward while capturing
+            r = run(module, args, kwargs)
+            return original(module, *args, **kwargs) if r is None else r
+
+        class _Restore:
+            def remove(self):
+                if module.__dict__.get("forward") is forward:
+                    del module.forward
+
+        module.forward = forward  # nn.Module.__call__ (and its hooks) call it
+        return [_Restore()]
 
 
 class MHAOutProjKind(LinearKind):

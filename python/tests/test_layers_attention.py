@@ -108,3 +108,21 @@ def test_all_five_modules_match_dense_reference(mode, n):
     pre = _check(model, n, mode)
     assert {l.kind for l in pre.layers} == {"embedding", "mha_in_proj", "mha_out_proj", "conv1d",
                                            "groupnorm", "conv2d", "linear"}
+
+
+def test_attention_forward_is_restored_when_capture_stops():
+    """While capturing, the attention's forward is the drop-in's (an instance attribute, giving
+    the same output as the module's own); closing the preconditioner removes it."""
+    torch.manual_seed(0)
+    model = AttnNet(True, False)
+    ids = torch.randint(1, 9, (4, 5))
+    with torch.no_grad():
+        before = model(ids)
+    pre = fngd.FNGDPreconditioner(model, num_samples=8, max_batch=4)
+    assert "forward" in model.attn.__dict__
+    out = model(ids)
+    assert torch.allclose(out, before, atol=1e-6)  # same function, computed the other way
+    with torch.no_grad():  # no capture: the module's own forward
+        assert torch.equal(model(ids), before)
+    pre.close()
+    assert "forward" not in model.attn.__dict__
