@@ -126,3 +126,29 @@ def test_attention_forward_is_restored_when_capture_stops():
         assert torch.equal(model(ids), before)
     pre.close()
     assert "forward" not in model.attn.__dict__
+
+
+class CausalNet(nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        self.bf = batch_first
+        self.emb = nn.Embedding(9, 8)
+        self.attn = nn.MultiheadAttention(8, 4, batch_first=batch_first)
+        self.head = nn.Linear(8 * 5, 3)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        t = ids.shape[1]
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+        if not self.bf:
+            x = x.transpose(0, 1)
+        h, _ = self.attn(x, x, x, attn_mask=mask, average_attn_weights=False)
+        if not self.bf:
+            h = h.transpose(0, 1)
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_with_causal_mask_matches_dense_reference(batch_first):
+    torch.manual_seed(0)
+    _check(CausalNet(batch_first), 6, "layer")
