@@ -60,10 +60,10 @@ class AllFive(nn.Module):
         return self.head(torch.tanh(h).flatten(1))
 
 
-def _check(model, n, mode, seed=3):
+def _check(model, n, mode, seed=3, length=5):
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 9, (n, 5), generator=g)
-    ids[:, -1] = PAD  # padded keys (never a whole row: each sample keeps 4 real tokens)
+    ids = torch.randint(1, 9, (n, length), generator=g)
+    ids[:, 4] = PAD  # padded keys (never a whole row: each sample keeps 4 real tokens)
     if n > 1:
         ids[0, -2] = PAD
     y = torch.randint(0, 3, (n,), generator=g)
@@ -152,3 +152,34 @@ class CausalNet(nn.Module):
 def test_attention_with_causal_mask_matches_dense_reference(batch_first):
     torch.manual_seed(0)
     _check(CausalNet(batch_first), 6, "layer")
+
+
+class Seq2Seq(nn.Module):
+    """nn.TransformerEncoderLayer + nn.TransformerDecoderLayer (self-attention, causal
+    self-attention, cross-attention on the memory with its key-padding mask, feed-forward
+    Linears and LayerNorms) over padded source and target embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.src = nn.Embedding(11, 8, padding_idx=PAD)
+        self.tgt = nn.Embedding(11, 8, padding_idx=PAD)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.dec = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8 * 4, 3)
+
+    def forward(self, ids):  # N x 9: 5 source then 4 target tokens
+        src, tgt = ids[:, :5], ids[:, 5:]
+        mem = self.enc(self.src(src), src_key_padding_mask=src == PAD)
+        t = tgt.shape[1]
+        h = self.dec(self.tgt(tgt), mem,
+                     tgt_mask=torch.triu(torch.ones(t, t, dtype=torch.bool), 1),
+                     memory_key_padding_mask=src == PAD)
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("mode", ["layer", "global"])
+def test_transformer_layers_match_dense_reference(mode):
+    torch.manual_seed(0)
+    pre = _check(Seq2Seq(), 7, mode, seed=4, length=9)
+    assert sum(l.kind == "mha_in_proj" for l in pre.layers) == 3
