@@ -18,6 +18,12 @@
  * libfngd or MPI error, 2 when a check fails).
  *
  *   mpirun -np 2 build/examples/fngd_dp_mpi_train [epochs]
+ *
+ * Compiled with FNGD_DP_NCCL (target fngd_dp_nccl_train, CUDA builds with NCCL and MPI): the
+ * CUDA backend on device i = rank % devices; the layer data are copied to device buffers, the
+ * direction is averaged with ncclAllReduce on the step's stream (the NCCL id travels by
+ * MPI_Bcast), the (id, alpha) exchange stays on the host over MPI (fngd_get_coefficients and
+ * fngd_set_coefficients take host arrays). Without a GPU it exits 77 (ctest: skipped).
  */
 #include <math.h>
 #include <mpi.h>
@@ -27,6 +33,27 @@
 #include <string.h>
 
 #include "fngd.h"
+
+#ifdef FNGD_DP_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+#define CUDA_OK(call)                                                                        \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "rank %d: %s: %s\n", g_rank, #call, cudaGetErrorString(e_));      \
+            MPI_Abort(MPI_COMM_WORLD, 1);                                                    \
+        }                                                                                    \
+    } while (0)
+#define NCCL_OK(call)                                                                        \
+    do {                                                                                     \
+        ncclResult_t r_ = (call);                                                            \
+        if (r_ != ncclSuccess) {                                                             \
+            fprintf(stderr, "rank %d: %s: %s\n", g_rank, #call, ncclGetErrorString(r_));      \
+            MPI_Abort(MPI_COMM_WORLD, 1);                                                    \
+        }                                                                                    \
+    } while (0)
+#endif
 
 enum { IN = 16, HID = 32, OUT = 4, LOCAL_N = 16, SAMPLES = 512 };
 
@@ -98,15 +125,44 @@ int main(int argc, char** argv) {
 
     fngd_config_t cfg;
     fngd_config_init(&cfg);
+#ifdef FNGD_DP_NCCL
+    int have_gpu = 0, ndev = 0;
+    fngd_backend_available(FNGD_BACKEND_CUDA, &have_gpu);
+    int all_gpu = 0;
+    MPI_Allreduce(&have_gpu, &all_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_gpu) {
+        if (g_rank == 0) printf("skipped: no usable CUDA device on every rank\n");
+        MPI_Finalize();
+        return 77;
+    }
+    CUDA_OK(cudaGetDeviceCount(&ndev));
+    cfg.backend = FNGD_BACKEND_CUDA;
+    cfg.device = g_rank % ndev;
+    CUDA_OK(cudaSetDevice(cfg.device));
+    ncclUniqueId nccl_id;
+    if (g_rank == 0) NCCL_OK(ncclGetUniqueId(&nccl_id));
+    MPI_Bcast(&nccl_id, sizeof nccl_id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    ncclComm_t nccl;
+    NCCL_OK(ncclCommInitRank(&nccl, world, nccl_id, g_rank));
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    float *grad_dev = NULL, *in_dev = NULL;  /* grad: d floats; in: x, dpre, act, dlog */
+    const size_t in_floats = (size_t)LOCAL_N * (IN + HID + HID + OUT);
+    CUDA_OK(cudaMalloc((void**)&grad_dev, sizeof(float) * (size_t)d));
+    CUDA_OK(cudaMalloc((void**)&in_dev, sizeof(float) * in_floats));
+    float* const gbuf = grad_dev;  /* the library writes the direction on the device */
+#else
+    float* const gbuf = grad;
+#endif
     cfg.max_batch = LOCAL_N;
     cfg.num_samples = SAMPLES;
     cfg.learning_rate = 0.1f;
     CHECK(fngd_create(&cfg, &h));
     fngd_layer_desc_t l1 = fngd_linear_desc(IN, HID, 1), l2 = fngd_linear_desc(HID, OUT, 1);
-    l1.grad_weight = grad;
-    l1.grad_bias = grad + nW1;
-    l2.grad_weight = grad + nW1 + nb1;
-    l2.grad_bias = grad + nW1 + nb1 + nW2;
+    l1.grad_weight = gbuf;
+    l1.grad_bias = gbuf + nW1;
+    l2.grad_weight = gbuf + nW1 + nb1;
+    l2.grad_bias = gbuf + nW1 + nb1 + nW2;
     CHECK(fngd_add_layer(h, &l1, NULL));
     CHECK(fngd_add_layer(h, &l2, NULL));
     CHECK(fngd_prepare(h));
@@ -164,14 +220,35 @@ int main(int argc, char** argv) {
                 }
             }
             loss_sum += loss / LOCAL_N;
+#ifdef FNGD_DP_NCCL
+            float* dx = in_dev;
+            float* ddpre = dx + LOCAL_N * IN;
+            float* dact = ddpre + LOCAL_N * HID;
+            float* ddlog = dact + LOCAL_N * HID;
+            CUDA_OK(cudaMemcpyAsync(dx, xin, sizeof xin, cudaMemcpyHostToDevice, stream));
+            CUDA_OK(cudaMemcpyAsync(ddpre, dpre, sizeof dpre, cudaMemcpyHostToDevice, stream));
+            CUDA_OK(cudaMemcpyAsync(dact, act, sizeof act, cudaMemcpyHostToDevice, stream));
+            CUDA_OK(cudaMemcpyAsync(ddlog, dlog, sizeof dlog, cudaMemcpyHostToDevice, stream));
+            fngd_layer_batch_t b[2] = {{dx, ddpre}, {dact, ddlog}};
+            CHECK(fngd_step(h, LOCAL_N, ids, b, NULL, (fngd_stream_t)stream));
+#else
             fngd_layer_batch_t b[2] = {{&xin[0][0], &dpre[0][0]}, {&act[0][0], &dlog[0][0]}};
             CHECK(fngd_step(h, LOCAL_N, ids, b, NULL, NULL));
+#endif
             if (collect) {
                 memcpy(seen_ids + nseen, ids, sizeof ids);
                 nseen += LOCAL_N;
             }
             /* Average the local directions: one all-reduce of d floats. */
+#ifdef FNGD_DP_NCCL
+            NCCL_OK(ncclAllReduce(grad_dev, grad_dev, (size_t)d, ncclFloat, ncclSum, nccl,
+                                  stream));
+            CUDA_OK(cudaMemcpyAsync(grad, grad_dev, sizeof(float) * (size_t)d,
+                                    cudaMemcpyDeviceToHost, stream));
+            CUDA_OK(cudaStreamSynchronize(stream));
+#else
             MPI_Allreduce(MPI_IN_PLACE, grad, d, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+#endif
             bytes_step += (uint64_t)d * sizeof(float);
             ++steps_total;
             for (int k = 0; k < d; ++k) {
@@ -207,7 +284,11 @@ int main(int argc, char** argv) {
             free(vals); free(counts); free(displs); free(vcounts); free(vdispls);
             free(all_ids); free(all_vals);
         }
+#ifdef FNGD_DP_NCCL
+        CHECK(fngd_end_epoch(h, (fngd_stream_t)stream));
+#else
         CHECK(fngd_end_epoch(h, NULL));
+#endif
         double mean_loss = 0, local = loss_sum / steps;
         MPI_Allreduce(&local, &mean_loss, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         mean_loss /= world;
@@ -255,6 +336,12 @@ int main(int argc, char** argv) {
     free(ref); free(all); free(table); free(table0); free(param); free(grad); free(mom);
     free(seen_ids); free(perm);
     fngd_destroy(h);
+#ifdef FNGD_DP_NCCL
+    ncclCommDestroy(nccl);
+    cudaFree(grad_dev);
+    cudaFree(in_dev);
+    cudaStreamDestroy(stream);
+#endif
     MPI_Finalize();
     return all_ok ? 0 : 2;
 }
