@@ -12,6 +12,8 @@ from . import _lib
 from . import _options as O
 from ._lib import FNGDError
 
+_CUDA_STREAM_LEGACY = 1  # cudaStreamLegacy in cuda_runtime_api.h
+
 
 def _load():
     return _lib.load()
@@ -155,7 +157,9 @@ class Handle:
         if last is not None and last != s:
             s.wait_stream(last)
         self.last_stream = s
-        return ctypes.c_void_p(s.cuda_stream)
+        # PyTorch's default stream has handle 0, which means the legacy default stream there;
+        # to libfngd NULL means the per-thread default stream, so pass cudaStreamLegacy (0x1).
+        return ctypes.c_void_p(s.cuda_stream or _CUDA_STREAM_LEGACY)
 
     def set_layer_buffers(self, i, grad_weight, grad_bias, name):
         self._check(self.lib.fngd_set_layer_buffers(self.h, i, None, None, grad_weight,

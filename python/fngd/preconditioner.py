@@ -321,6 +321,8 @@ class FNGDPreconditioner:
                 rhs = self._ief_rhs(self._ief_layer.captures[0].e, n).contiguous()
             if self._lr is not None:
                 h.set_learning_rate(O.current_lr(self._lr))
+            if dev.type == "cuda":
+                self._record_stream(rhs)
             status = h.step(n, ids, rhs)
             if status != _lib.SUCCESS:  # non-finite input
                 if grad_scale is not None:  # an overflowed loss-scaled batch: GradScaler
@@ -341,6 +343,21 @@ class FNGDPreconditioner:
             raise
         finally:
             self._hooks.discard()
+
+    def _record_stream(self, rhs):
+        """The library reads these tensors on PyTorch's current stream: tell the caching
+        allocator, so that memory allocated on another stream (a capture made on a side
+        stream, .grad created elsewhere) is not reused before that work is done."""
+        s = torch.cuda.current_stream(self._handle.device)
+        for l in self.layers:
+            cap = l.captures[0]
+            cap.a.record_stream(s)
+            cap.e.record_stream(s)
+            for p in l.params:
+                if p.grad is not None:
+                    p.grad.record_stream(s)
+        if rhs is not None:
+            rhs.record_stream(s)
 
     def end_epoch(self) -> None:
         """Close the epoch: the library switches to reuse (or back to collect every R epochs)."""
