@@ -412,10 +412,16 @@ FNGD_API fngd_status_t fngd_set_workspace(fngd_handle_t handle, void* workspace,
  *
  * sample_ids: host memory, N distinct ids in [0, num_samples), the data-set index of each
  *   sample; or NULL to key by batch position (key = steps_in_epoch * max_batch + i), which is
- *   right only when every epoch visits the data in the same order. (A CUDA graph captured
- *   from a step freezes that key offset, and the ids staged at capture time.)
+ *   right only when every epoch visits the data in the same order.
+ * CUDA graphs: a reuse step with check_finite = 0 and step_control = FNGD_STEP_NONE can be
+ *   captured (the KL clip and graft read dot products back on the host). A captured step
+ *   freezes its key offset, and all captures share one pinned id slot: every captured graph
+ *   replays the ids of the most recent capture (key by position, or capture again, when each
+ *   replay needs new ids). fngd_load_state / fngd_load_file, fngd_set_layer_buffers and a new
+ *   workspace replace allocations a captured graph reads: capture again after any of them.
  * batches: array of fngd_get_num_layers entries, one per layer in registration order.
- * rhs: N floats in backend memory with FNGD_RHS_CUSTOM during collect phase; else NULL.
+ * rhs: N floats in backend memory with FNGD_RHS_CUSTOM during collect phase (and in reuse
+ *   epochs for exact_small_layers' solves, ones when NULL); else NULL.
  *
  * Collect phase: forms each layer's per-sample Gram, damps, factors, solves for alpha, stores
  * alpha by id and produces the direction. Reuse phase: gathers stored alpha (fallback for
