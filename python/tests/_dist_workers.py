@@ -88,10 +88,17 @@ def local_direction(m_state, x, y, idx, mode):
     return d
 
 
-def train(rank, world, tmp, mode):
+def train(rank, world, tmp, modes):
+    """train_mode for each of `modes` in one process group; results by mode."""
+    init(rank, world, tmp)
+    out = {mode: train_mode(rank, world, mode) for mode in modes}
+    torch.save(out, f"{tmp}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def train_mode(rank, world, mode):
     """Direction formula at the first step, replicated coefficients after epoch 0,
     bit-identical parameters after 3 epochs, resume from rank 0's state_dict."""
-    init(rank, world, tmp)
     x, y = data(world)
     m = model()
     pre = make_pre(m, mode)
@@ -136,8 +143,9 @@ def train(rank, world, tmp, mode):
     res["params"] = flat_params(m)
     res["params_resumed"] = flat_params(m2)
     res["fallback_ids"] = pre.stats()["fallback_ids"]
-    torch.save(res, f"{tmp}/rank{rank}.pt")
-    dist.destroy_process_group()
+    pre.close()
+    pre2.close()
+    return res
 
 
 def disagree(rank, world, tmp):
