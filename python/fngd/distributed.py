@@ -70,7 +70,7 @@ class DataParallel:
             raise RuntimeError("distributed=True needs torch.distributed initialised first "
                                "(torch.distributed.init_process_group)")
         self.pre = pre
-        self.group = group if group is not None else dist.group.WORLD
+        self.group = group if group not in (None, True) else dist.group.WORLD
         self.world, self.rank = _group_world(self.group)
         self.reduce_other_grads = reduce_other_grads
         self.bucket_cap_mb = bucket_cap_mb
@@ -162,6 +162,14 @@ class DataParallel:
                              "would give samples of different ranks the same key)")
         if not self._checked:
             self._check_signature(n)
+
+    def reuse_step(self, sample_ids) -> bool:
+        """step() in a global-mode reuse epoch: average the weighted loss's gradients."""
+        from . import _options as O
+        ids = None if sample_ids is None else O.sample_ids(sample_ids)
+        self.before_step(0 if ids is None else ids.numel(), ids)
+        self.after_step(ids.numel(), ids, record=False)
+        return True
 
     def after_step(self, n, ids, record: bool):
         """Average .grad over the ranks (bucketed), check the batch sizes agree, and record

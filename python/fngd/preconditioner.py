@@ -86,10 +86,8 @@ class FNGDPreconditioner:
         rhs: "ones" (FNGD) or "ief" (improved empirical Fisher: r_i = squared norm of sample
             i's gradient at the output of `ief_layer`, by default the last preconditioned
             layer, i.e. the logits of a classifier head).
-        distributed: data-parallel FNGD on torch.distributed (fngd/distributed.py): False
-            (default), True (the default process group) or a ProcessGroup. step() then
-            averages the directions over the ranks and end_epoch() of a collect epoch
-            replicates the coefficients; see pre.distributed and fngd.distributed.prepare_ddp.
+        distributed: False, True (default process group) or a ProcessGroup: data-parallel
+            FNGD on torch.distributed, see fngd/distributed.py (pre.distributed).
 
     Every argument is checked here (type and range, then the library's own validation), so
     that a bad option fails at construction and not at the first step. After close(), every
@@ -122,7 +120,7 @@ class FNGDPreconditioner:
         self._hooks = Hooks(self.layers, skip_weight_grad)
         if distributed is not False and distributed is not None:
             from .distributed import DataParallel  # data-parallel FNGD (fngd/distributed.py)
-            self.distributed = DataParallel(self, None if distributed is True else distributed)
+            self.distributed = DataParallel(self, distributed)
 
     def _pick_ief_layer(self, name):
         """The layer whose output gradient gives iEF's per-sample right-hand side."""
@@ -270,11 +268,7 @@ class FNGDPreconditioner:
         if not self._hooks:
             raise RuntimeError("step() after remove_hooks()")
         if self.needs_loss_weights and self.distributed is not None:
-            # Global reuse epoch, data-parallel: only average the weighted loss's gradients.
-            ids = None if sample_ids is None else O.sample_ids(sample_ids)
-            self.distributed.before_step(0 if ids is None else ids.numel(), ids)
-            self.distributed.after_step(ids.numel(), ids, record=False)
-            return True
+            return self.distributed.reuse_step(sample_ids)  # global reuse: only average
         if self.needs_loss_weights:
             raise RuntimeError("mode='global' in a reuse epoch: no step() is needed; weight the "
                                "per-sample losses with loss_weights(ids) and back-propagate "
