@@ -30,6 +30,7 @@
 #include "backend.h"
 #include "backend_param.h"
 #include "backend_test_util.h"
+#include "cuda_test_buffers.h"
 #include "cuda/cuda_plan.h"
 #include "cuda/cuda_solve_batched.h"
 #include "fngd_reference.h"
@@ -46,38 +47,6 @@ Vec abs_vec(const Vec& v) {
     for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(v[i]);
     return a;
 }
-
-// Device buffer owned by the test.
-struct Dev {
-    void* p = nullptr;
-    size_t bytes = 0;
-    explicit Dev(size_t b) : bytes(b) {
-        EXPECT_EQ(cudaMalloc(&p, b ? b : 1), cudaSuccess);
-        EXPECT_EQ(cudaMemset(p, 0, b ? b : 1), cudaSuccess);
-    }
-    template <class T>
-    explicit Dev(const std::vector<T>& v) : Dev(v.size() * sizeof(T)) {
-        if (!v.empty()) EXPECT_EQ(cudaMemcpy(p, v.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-    ~Dev() { cudaFree(p); }
-    Dev(const Dev&) = delete;
-    Dev& operator=(const Dev&) = delete;
-    float* f() const { return (float*)p; }
-    template <class T>
-    std::vector<T> get(size_t n) const {
-        std::vector<T> v(n);
-        if (n) EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-        return v;
-    }
-};
-
-// Host workspace for the CPU backend (256-byte aligned, as the host reserves it).
-struct HostWs {
-    void* p = nullptr;
-    size_t bytes = 0;
-    explicit HostWs(size_t b) : bytes(b) { p = b ? fngd_host_alloc(b, 256) : nullptr; }
-    ~HostWs() { fngd_host_free(p); }
-};
 
 // Both backends' contexts on one configuration.
 struct Backends {

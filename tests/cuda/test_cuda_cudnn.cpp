@@ -38,6 +38,7 @@
 #include "backend.h"
 #include "backend_param.h"
 #include "backend_test_util.h"
+#include "cuda_test_buffers.h"
 #include "cuda/cuda_cudnn.h"
 #include "fngd_reference.h"
 #include "kernels/alpha_scale.cuh"
@@ -57,37 +58,6 @@ const double kTf32Rel = 1.0 / 512.0 + 1e-5;  // 2^-9 + the FP32 part
             GTEST_SKIP() << "no CUDA device";                                             \
         }                                                                                 \
     } while (0)
-
-// Device buffer owned by the test (synchronous copies: the test's stream is synchronised
-// before any read-back).
-struct Dev {
-    void* p = nullptr;
-    size_t bytes = 0;
-    explicit Dev(size_t b) : bytes(b) {
-        EXPECT_EQ(cudaMalloc(&p, b ? b : 1), cudaSuccess);
-        EXPECT_EQ(cudaMemset(p, 0, b ? b : 1), cudaSuccess);
-    }
-    explicit Dev(const Vec& v) : Dev(v.size() * sizeof(float)) {
-        if (!v.empty())
-            EXPECT_EQ(cudaMemcpy(p, v.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-    ~Dev() { cudaFree(p); }
-    Dev(const Dev&) = delete;
-    Dev& operator=(const Dev&) = delete;
-    float* f() const { return (float*)p; }
-    Vec get(size_t n) const {
-        Vec v(n);
-        if (n) EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-        return v;
-    }
-};
-
-struct HostWs {
-    void* p = nullptr;
-    size_t bytes = 0;
-    explicit HostWs(size_t b) : bytes(b) { p = b ? fngd_host_alloc(b, 256) : nullptr; }
-    ~HostWs() { fngd_host_free(p); }
-};
 
 // A CPU context and a CUDA context (math mode tf32) plus a non-blocking stream.
 struct Pair {
