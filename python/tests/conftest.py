@@ -122,6 +122,26 @@ def reference_direction(grads, blocks, damping, mode, alphas=None, coef_filter="
     return out, (max(conds) if conds else 1.0)
 
 
+def step_against_reference(model, x, y, mode, damping=1e-3):
+    """One collect step of a fresh preconditioner (absolute damping, the paper's plain solve)
+    on model(x) with the cross-entropy loss, and the float64 reference direction of the same
+    batch. Returns (pre, ref, cond)."""
+    pre = fngd.FNGDPreconditioner(model, num_samples=20, max_batch=8, damping=damping, mode=mode,
+                                  damping_kind="absolute", coef_filter="none")
+    grads = per_sample_grads(model, x, y)
+    F.cross_entropy(model(x), y).backward()
+    pre.step(torch.arange(len(x)))
+    ref, cond = reference_direction(grads, layer_blocks(pre), damping, mode, coef_filter="none")
+    return pre, ref, cond
+
+
+def assert_grads_match(model, ref, tol, cond):
+    """Every parameter's .grad within relative error tol of the reference direction."""
+    for pname, p in model.named_parameters():
+        err = rel_err(p.grad, ref[pname])
+        assert err <= tol, (pname, err, cond)
+
+
 def train_step(model, pre, opt, x, y, ids):
     """One step of the documented training loop; returns the loss."""
     opt.zero_grad()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fngd
-from conftest import EPS32, layer_blocks, per_sample_grads, reference_direction, rel_err
+from conftest import EPS32, layer_blocks, rel_err, step_against_reference
 
 PAD = 0
 
@@ -67,13 +67,7 @@ def _check(model, n, mode, seed=3, length=5):
     if n > 1:
         ids[0, -2] = PAD
     y = torch.randint(0, 3, (n,), generator=g)
-    damping = 1e-3
-    pre = fngd.FNGDPreconditioner(model, num_samples=20, max_batch=8, damping=damping, mode=mode,
-                                  damping_kind="absolute", coef_filter="none")
-    grads = per_sample_grads(model, ids, y)
-    F.cross_entropy(model(ids), y).backward()
-    pre.step(torch.arange(n))
-    ref, cond = reference_direction(grads, layer_blocks(pre), damping, mode, coef_filter="none")
+    pre, ref, cond = step_against_reference(model, ids, y, mode)
     # 16 eps cond covers the Gram and solve (test_direction.py); the floor of 4 covers the
     # capture itself, whose fp32 xhat (GroupNorm, recomputed from the saved statistics) and
     # attention recompute differ from autograd's own values by a few ulps (seen at N = 1,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fngd
-from conftest import EPS32, layer_blocks, per_sample_grads, reference_direction, rel_err
+from conftest import EPS32, assert_grads_match, step_against_reference
 
 
 class TokenConvNet(nn.Module):
@@ -35,18 +35,10 @@ def test_embedding_matches_dense_reference(padding_idx, mode, n):
     g = torch.Generator().manual_seed(2)
     ids = torch.randint(0, 6, (n, 6), generator=g)  # ids 6..10 never occur; 0 often does
     y = torch.randint(0, 3, (n,), generator=g)
-    damping = 1e-3
-    pre = fngd.FNGDPreconditioner(model, num_samples=20, max_batch=8, damping=damping, mode=mode,
-                                  damping_kind="absolute", coef_filter="none")
+    pre, ref, cond = step_against_reference(model, ids, y, mode)
     assert [l.kind for l in pre.layers][0] == "embedding"
-    grads = per_sample_grads(model, ids, y)
-    F.cross_entropy(model(ids), y).backward()
-    pre.step(torch.arange(n))
-    ref, cond = reference_direction(grads, layer_blocks(pre), damping, mode, coef_filter="none")
     tol = 16 * EPS32 * cond
-    for pname, p in model.named_parameters():
-        err = rel_err(p.grad, ref[pname])
-        assert err <= tol, (pname, err, cond)
+    assert_grads_match(model, ref, tol, cond)
     w = model.emb.weight.grad
     assert torch.count_nonzero(w[6:]) == 0  # rows no sample used
     if padding_idx is not None:
@@ -87,14 +79,6 @@ def test_linear_over_padded_tokens_matches_dense_reference(mode):
     lengths = torch.tensor([7, 3, 5, 1, 6, 2, 4])
     ids[torch.arange(7).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
     y = torch.randint(0, 3, (n,), generator=g)
-    damping = 1e-3
-    pre = fngd.FNGDPreconditioner(model, num_samples=20, max_batch=8, damping=damping, mode=mode,
-                                  damping_kind="absolute", coef_filter="none")
-    grads = per_sample_grads(model, ids, y)
-    F.cross_entropy(model(ids), y).backward()
-    pre.step(torch.arange(n))
-    ref, cond = reference_direction(grads, layer_blocks(pre), damping, mode, coef_filter="none")
+    pre, ref, cond = step_against_reference(model, ids, y, mode)
     tol = 16 * EPS32 * max(float(cond), 4.0)  # floor: fp32 xhat of the LayerNorm capture
-    for pname, p in model.named_parameters():
-        err = rel_err(p.grad, ref[pname])
-        assert err <= tol, (pname, err, cond)
+    assert_grads_match(model, ref, tol, cond)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fngd
-from conftest import EPS32, layer_blocks, per_sample_grads, reference_direction, rel_err
+from conftest import EPS32, assert_grads_match, step_against_reference
 
 
 class Conv1dNet(nn.Module):
@@ -69,21 +69,12 @@ def _data(name, n):
 @pytest.mark.parametrize("name", ["conv1d", "conv2d"])
 def test_grouped_modules_match_dense_reference(name, mode, n):
     model = _model(name)
-    damping = 1e-3
     x, y = _data(name, n)
-    ids = torch.arange(n)
-    pre = fngd.FNGDPreconditioner(model, num_samples=20, max_batch=8, damping=damping, mode=mode,
-                                  damping_kind="absolute", coef_filter="none")
+    pre, ref, cond = step_against_reference(model, x, y, mode)
     kinds = {l.name: l.kind for l in pre.layers}
     assert set(kinds.values()) >= {"groupnorm", name}
-    grads = per_sample_grads(model, x, y)
-    F.cross_entropy(model(x), y).backward()
-    pre.step(ids)
-    ref, cond = reference_direction(grads, layer_blocks(pre), damping, mode, coef_filter="none")
     tol = 16 * EPS32 * cond
-    for pname, p in model.named_parameters():
-        err = rel_err(p.grad, ref[pname])
-        assert err <= tol, (pname, err, cond)
+    assert_grads_match(model, ref, tol, cond)
 
 
 def test_geometry_records_groups_only_when_grouped():
