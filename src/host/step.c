@@ -159,9 +159,12 @@ static fngd_status_t control_step(fngd_handle_t h, const fngd_layer_batch_t* bat
         FNGD_TRY(h->ops->weighted_grad(h->ctx, L, &batches[l], N, h->ones,
                                        grad_scale(c, N) / (float)N, gw, gb, h->workspace,
                                        h->workspace_bytes, stream, err));
+        /* Slots 0-1: <delta, g> (the KL clip); 2-5: <delta, delta>, <g, g> (graft). Only the
+         * ones the control reads are computed: each is a full pass over the layer. */
         const float* x[6] = {dw, db, dw, db, gw, gb};
         const float* y[6] = {gw, gb, dw, db, gw, gb};
-        for (int k = 0; k < 6; ++k) {
+        const int kl_clip = c->step_control == FNGD_STEP_KL_CLIP;
+        for (int k = kl_clip ? 0 : 2; k < (kl_clip ? 2 : 6); ++k) {
             int64_t n = (k & 1) ? L->n_bias : L->n_weight;
             FNGD_TRY(h->ops->dot(h->ctx, n ? x[k] : NULL, n ? y[k] : NULL, n,
                                  h->dots + 6 * (size_t)l + k, stream, err));
