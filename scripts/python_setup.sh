@@ -89,5 +89,8 @@ pip_install --no-deps singd einconv && pip_install einops \
 # scikit-learn (optional: time_to_accuracy.py --dataset breast_cancer, whose data ships inside
 # it); a normal install, it pulls scipy, joblib and threadpoolctl, none of which needs torch.
 pip_install scikit-learn || log "scikit-learn not installed (optional)"
+# sacrebleu (optional: bench/transformer_bleu.py's BLEU); a normal install, its dependencies
+# (portalocker, regex, tabulate, colorama, lxml, numpy) do not need torch.
+pip_install sacrebleu || log "sacrebleu not installed (optional)"
 log "ready in $(( $(date +%s) - start )) s"
 echo "$VENV/bin/python"
