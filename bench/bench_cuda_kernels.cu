@@ -26,7 +26,7 @@
 
 #include "backend.h"
 #include "cuda/cuda_cudnn.h"
-#include "cuda/cuda_solve_batched.h"
+#include "cuda/cuda_solve.h"
 #include "layer.h"
 
 #ifndef FNGD_BENCH_RESULTS_DIR
@@ -153,9 +153,30 @@ struct Env {
     cublasHandle_t blas;           // FP32 (default math)
     cublasHandle_t blas_tf32;      // CUBLAS_TF32_TENSOR_OP_MATH
     cudaStream_t s;
+    fngd_call_t call, call_tf32;  // one open call per context, on stream s, for the whole run
+    fngd_call_t wcall;            // a copy of one of them with a workspace (in())
     Timer timer;
     std::string json;
 };
+
+// The call of ctx (E.ctx or E.ctx_tf32) with workspace ws, for the ops that take one.
+const fngd_call_t* in(Env& E, fngd_backend_ctx_t* ctx, const Buf& ws) {
+    E.wcall = ctx == E.ctx_tf32 ? E.call_tf32 : E.call;
+    E.wcall.ws = ws.p;
+    E.wcall.ws_bytes = ws.bytes;
+    return &E.wcall;
+}
+
+// The one workspace query of ctx: one layer (no solve), or `count` solves of order N.
+size_t query_ws(Env& E, fngd_backend_ctx_t* ctx, const fngd_layer_t* l, int N, int count) {
+    size_t bytes = 0;
+    const fngd_call_t* c = ctx == E.ctx_tf32 ? &E.call_tf32 : &E.call;
+    if (E.ops->workspace_bytes(ctx, l, l ? 1 : 0, N, count, &bytes, c) != FNGD_SUCCESS) {
+        std::fprintf(stderr, "workspace query: %s\n", g_err.msg);
+        return 0;
+    }
+    return bytes;
+}
 
 void jadd(Env& E, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 void jadd(Env& E, const char* fmt, ...) {
@@ -236,8 +257,8 @@ bool bench_weighted(Env& E, int N) {
         fngd_layer_t l;
         if (!make_layer(sh.desc, N, &l)) return false;
         Buf x, go, alpha, ow, ob, ws, A, Eb, sws;
-        const size_t wsb = std::max(E.ops->workspace_bytes(E.ctx, &l, N),
-                                    E.ops->workspace_bytes(E.ctx_tf32, &l, N));
+        const size_t wsb =
+            std::max(query_ws(E, E.ctx, &l, N, 0), query_ws(E, E.ctx_tf32, &l, N, 0));
         size_t sgd_ws[2] = {0, 0};
         int algo[2] = {-1, -1};
         bool dnn[2];
@@ -253,8 +274,7 @@ bool bench_weighted(Env& E, int N) {
             fngd_backend_ctx_t* ctx = m ? E.ctx_tf32 : E.ctx;
             if (!E.timer.median_ms([&] {
                     CF(E.ops->weighted_grad(ctx, &l, &b, N, alpha.f(), (float)N, ow.f(),
-                                            l.n_bias ? ob.f() : nullptr, ws.p, ws.bytes, E.s,
-                                            &g_err));
+                                            l.n_bias ? ob.f() : nullptr, in(E, ctx, ws)));
                     return true;
                 }, &t_fngd[m]))
                 return false;
@@ -295,7 +315,7 @@ bool bench_weighted(Env& E, int N) {
 
 // The epoch-one step of fngd_step in per-layer mode, by phase, through the backend's own
 // operations: every layer's Gram into its block of one K array (layer_gram), ONE
-// factor_solve_batched over all the blocks (one status read for the network), every layer's
+// factor_solve over all the blocks (one status read for the network), every layer's
 // direction (weighted_grad); against the network's SGD weight gradients in the same math mode
 // (FP32 here: the Gram path is FP32 whatever allow_tf32 says).
 bool bench_epoch_one(Env& E, int N) {
@@ -312,7 +332,7 @@ bool bench_epoch_one(Env& E, int N) {
         }
         in_max = std::max(in_max, (size_t)(N * l.in_per_sample));
         out_max = std::max(out_max, (size_t)(N * l.out_per_sample));
-        ws_max = std::max(ws_max, E.ops->workspace_bytes(E.ctx, &l, N));
+        ws_max = std::max(ws_max, query_ws(E, E.ctx, &l, N, 0));
         w_max = std::max(w_max, (size_t)l.grad_len);
         a_max = std::max(a_max, (size_t)N * l.T * l.p);
         e_max = std::max(e_max, (size_t)N * l.T * l.q);
@@ -321,7 +341,7 @@ bool bench_epoch_one(Env& E, int N) {
         if (cudnn_plain(E, l, N, false, &need, &algo)) sws_max = std::max(sws_max, need);
     }
     const int count = (int)layers.size();
-    ws_max = std::max(ws_max, E.ops->solver_batched_workspace_bytes(E.ctx, N, count));
+    ws_max = std::max(ws_max, query_ws(E, E.ctx, nullptr, N, count));
     Buf x, go, K, alpha, ws, ow, sws, A, Eb;
     if (!x.alloc(in_max * 4) || !go.alloc(out_max * 4) || !K.alloc((size_t)count * N * N * 4) ||
         !alpha.alloc((size_t)count * N * 4) || !ws.alloc(ws_max) || !ow.alloc(w_max * 4) ||
@@ -342,14 +362,13 @@ bool bench_epoch_one(Env& E, int N) {
         int algo = -1;
         const bool dnn = cudnn_plain(E, l, N, false, &need, &algo);
         if (!E.timer.median_ms([&] {
-                CF(E.ops->layer_gram(E.ctx, &l, &b, N, (float)N, K.f(), 0, ws.p, ws.bytes, E.s,
-                                     &g_err));
+                CF(E.ops->layer_gram(E.ctx, &l, &b, N, (float)N, K.f(), 0, in(E, E.ctx, ws)));
                 return true;
             }, &t_gram) ||
             !E.timer.median_ms([&] {
                 CF(E.ops->weighted_grad(E.ctx, &l, &b, N, alpha.f(), (float)N, ow.f(),
-                                        l.n_bias ? ow.f() + l.n_weight : nullptr, ws.p,
-                                        ws.bytes, E.s, &g_err));
+                                        l.n_bias ? ow.f() + l.n_weight : nullptr,
+                                        in(E, E.ctx, ws)));
                 return true;
             }, &t_red) ||
             !E.timer.median_ms([&] { return sgd_wgrad(E, l, N, false, dnn, x, go, A, Eb, ow, sws); },
@@ -370,13 +389,12 @@ bool bench_epoch_one(Env& E, int N) {
     // keeps every block well conditioned; timing does not depend on the values).
     for (int i = 0; i < count; ++i)
         CF(E.ops->layer_gram(E.ctx, &layers[i], &b, N, (float)N, K.f() + (size_t)i * N * N, 0,
-                             ws.p, ws.bytes, E.s, &g_err));
+                             in(E, E.ctx, ws)));
     double t_solve = 0;
     if (!E.timer.median_ms([&] {
-            CF(E.ops->factor_solve_batched(E.ctx, K.f(), count, N, FNGD_DAMPING_TRACE_RELATIVE,
-                                           1.0, floors.data(), nullptr, 1, alpha.f(), N,
-                                           info.data(), shift.data(), trace.data(), ws.p,
-                                           ws.bytes, E.s, &g_err));
+            CF(E.ops->factor_solve(E.ctx, K.f(), count, N, FNGD_DAMPING_TRACE_RELATIVE, 1.0,
+                                   floors.data(), nullptr, 1, alpha.f(), N, info.data(),
+                                   shift.data(), trace.data(), in(E, E.ctx, ws)));
             return true;
         }, &t_solve))
         return false;
@@ -386,8 +404,9 @@ bool bench_epoch_one(Env& E, int N) {
             "\"network_step_ms\": %.3f, \"network_sgd_wgrad_fp32_ms\": %.3f, "
             "\"ratio_to_sgd_wgrad\": %.3f},\n",
          gram_total, t_solve,
-         fngd_cuda_chol_resolve(N, FNGD_CUDA_CHOL_AUTO) == FNGD_CUDA_CHOL_BATCHED ? "batched"
-                                                                                : "looped",
+         fngd_cuda_chol_resolve(N, count, FNGD_CUDA_CHOL_AUTO) == FNGD_CUDA_CHOL_BATCHED
+             ? "batched"
+             : "looped",
          reduce_total, step, sgd_total, step / sgd_total);
     std::printf("epoch one network (%d layers): gram %.3f + batched factor/solve %.3f + "
                 "directions %.3f = %.3f ms vs SGD wgrad %.3f ms (%.2fx of the weight gradients "
@@ -397,11 +416,11 @@ bool bench_epoch_one(Env& E, int N) {
 }
 
 // Damped Cholesky + solve of a batch of equal-size Gram matrices (per-layer mode, epoch one),
-// three ways, all through the backend's own code: `count` blocking factor_solve calls (one
-// status read each), and factor_solve_batched forced onto each of its two paths (potrfBatched
-// + potrsBatched, or potrf + potrs per matrix; one status read). "faster" says which of the
-// two paths wins at this N: set FNGD_CUDA_BATCHED_POTRF_MAX_N (src/cuda/cuda_solve_batched.h)
-// to the largest N where "batched" wins.
+// three ways, all through the backend's own code: `count` blocking one-matrix factor_solve
+// calls (one status read each), and one factor_solve of all of them forced onto each of its two
+// paths (potrfBatched + potrsBatched, or potrf + potrs per matrix; one status read). "faster"
+// says which of the two paths wins at this N: set FNGD_CUDA_BATCHED_POTRF_MAX_N
+// (src/cuda/cuda_solve.h) to the largest N where "batched" wins.
 bool bench_cholesky(Env& E) {
     const int count = 32;
     jadd(E, "  \"cholesky_solve\": {\"count\": %d, \"batched_potrf_max_n\": %d, \"sizes\": [\n",
@@ -413,10 +432,11 @@ bool bench_cholesky(Env& E) {
         for (int i = 0; i < N; ++i)
             for (int j = 0; j < N; ++j)
                 hk[(size_t)i * N + j] = i == j ? (float)N : 1.0f / (1.0f + (float)std::abs(i - j));
-        const size_t ws_bytes = std::max(
-            {E.ops->solver_workspace_bytes(E.ctx, N),
-             fngd_cuda_solve_batched_bytes(E.ctx, N, count, FNGD_CUDA_CHOL_BATCHED),
-             fngd_cuda_solve_batched_bytes(E.ctx, N, count, FNGD_CUDA_CHOL_LOOPED)});
+        size_t path_bytes[2] = {0, 0};
+        CF(fngd_cuda_solve_bytes(E.ctx, N, count, FNGD_CUDA_CHOL_BATCHED, &path_bytes[0], &g_err));
+        CF(fngd_cuda_solve_bytes(E.ctx, N, count, FNGD_CUDA_CHOL_LOOPED, &path_bytes[1], &g_err));
+        const size_t ws_bytes =
+            std::max({query_ws(E, E.ctx, nullptr, N, 1), path_bytes[0], path_bytes[1]});
         Buf K, alpha, ws;
         if (!K.alloc((size_t)count * N * N * 4) || !alpha.alloc((size_t)count * N * 4) ||
             !ws.alloc(ws_bytes))
@@ -430,28 +450,29 @@ bool bench_cholesky(Env& E) {
         double t_single = 0, t_path[2] = {0, 0};
         if (!E.timer.median_ms([&] {
                 for (int m = 0; m < count; ++m)
-                    CF(E.ops->factor_solve(E.ctx, K.f() + (size_t)m * N * N, N,
-                                           FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0, nullptr, 0,
-                                           alpha.f() + (size_t)m * N, &info[m], &shift[m],
-                                           &trace[m], ws.p, ws.bytes, E.s, &g_err));
+                    CF(E.ops->factor_solve(E.ctx, K.f() + (size_t)m * N * N, 1, N,
+                                           FNGD_DAMPING_ABSOLUTE, 1e-3, &floors[m], nullptr, 0,
+                                           alpha.f() + (size_t)m * N, N, &info[m], &shift[m],
+                                           &trace[m], in(E, E.ctx, ws)));
                 return true;
             }, &t_single))
             return false;
         const fngd_cuda_chol_path paths[2] = {FNGD_CUDA_CHOL_BATCHED, FNGD_CUDA_CHOL_LOOPED};
         for (int k = 0; k < 2; ++k)
             if (!E.timer.median_ms([&] {
-                    CF(fngd_cuda_factor_solve_batched_on(
-                        E.ctx, paths[k], K.f(), count, N, FNGD_DAMPING_ABSOLUTE, 1e-3,
-                        floors.data(), nullptr, 0, alpha.f(), N, info.data(), shift.data(),
-                        trace.data(), ws.p, ws.bytes, E.s, &g_err));
+                    CF(fngd_cuda_factor_solve_on(E.ctx, paths[k], K.f(), count, N,
+                                                 FNGD_DAMPING_ABSOLUTE, 1e-3, floors.data(),
+                                                 nullptr, 0, alpha.f(), N, info.data(),
+                                                 shift.data(), trace.data(), in(E, E.ctx, ws)));
                     return true;
                 }, &t_path[k]))
                 return false;
         const bool batched_wins = t_path[0] < t_path[1];
         if (batched_wins) largest_batched_win = N;
         const char* autop =
-            fngd_cuda_chol_resolve(N, FNGD_CUDA_CHOL_AUTO) == FNGD_CUDA_CHOL_BATCHED ? "batched"
-                                                                                     : "looped";
+            fngd_cuda_chol_resolve(N, count, FNGD_CUDA_CHOL_AUTO) == FNGD_CUDA_CHOL_BATCHED
+                ? "batched"
+                : "looped";
         const double flops = count * ((double)N * N * N / 3.0 + 2.0 * N * N);
         jadd(E, "%s    {\"N\": %d, \"single_calls_ms\": %.4f, \"batched_potrf_ms\": %.4f, "
                 "\"looped_potrf_ms\": %.4f, \"single_calls_gflops\": %.2f, "
@@ -517,6 +538,10 @@ bool run(const char* path) {
     cfg.allow_tf32 = 1;
     CF(E.ops->create(&cfg, &E.ctx_tf32, &g_err));
     CK(cudaStreamCreateWithFlags(&E.s, cudaStreamNonBlocking));
+    E.call = fngd_call_t{(fngd_stream_t)E.s, nullptr, 0, &g_err, -1};
+    E.call_tf32 = E.call;
+    CF(E.ops->begin_call(E.ctx, &E.call));
+    CF(E.ops->begin_call(E.ctx_tf32, &E.call_tf32));
     CB(cublasCreate(&E.blas));
     CB(cublasSetMathMode(E.blas, CUBLAS_DEFAULT_MATH));  // FP32 baseline, no TF32
     CB(cublasSetStream(E.blas, E.s));
@@ -541,6 +566,8 @@ bool run(const char* path) {
     bool ok = bench_weighted(E, N) && bench_epoch_one(E, N) && bench_cholesky(E) &&
               bench_limits(E);
     E.json += "}\n";
+    E.ops->end_call(E.ctx_tf32, &E.call_tf32);
+    E.ops->end_call(E.ctx, &E.call);
     E.ops->destroy(E.ctx);
     E.ops->destroy(E.ctx_tf32);
     cublasDestroy(E.blas);

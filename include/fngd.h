@@ -26,6 +26,9 @@
  * - One handle, one stream at a time: a handle's workspace is shared by its calls, so calls on
  *   different streams must be ordered by the caller (synchronise, or make one stream wait for
  *   the other's event) before switching streams.
+ * - Devices (CUDA): each call enters the handle's device once and leaves the caller's current
+ *   device as it found it; the library's cuBLAS and cuSOLVER handles are re-bound only when a
+ *   call's stream differs from the previous call's.
  */
 #ifndef FNGD_H
 #define FNGD_H

@@ -35,10 +35,9 @@ inline Vec random_vec(size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f
 
 // check_finite on a single array: *bad = 1 if it holds a NaN or Inf, else 0.
 inline fngd_status_t check_one(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx,
-                               const float* x, size_t n, int* bad, fngd_stream_t stream,
-                               fngd_err_t* err) {
+                               const float* x, size_t n, int* bad, const fngd_call_t* call) {
     const fngd_array_ref_t a = {x, n};
-    return ops->check_finite(ctx, &a, 1, bad, stream, err);
+    return ops->check_finite(ctx, &a, 1, bad, call);
 }
 
 // A layer descriptor with the name its failures are reported under.

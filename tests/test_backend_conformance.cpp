@@ -50,18 +50,23 @@ class BackendOps : public ::testing::TestWithParam<fngd_backend_kind_t> {
         cfg.num_samples = 4096;
         ASSERT_EQ(ops->create(&cfg, &ctx, &err), FNGD_SUCCESS) << err.msg;
         stream = make_test_stream(kind);
+        // One call around the whole test, as a public entry point opens one around its ops.
+        call = fngd_call_t{stream, nullptr, 0, &err, -1};
+        ASSERT_EQ(ops->begin_call(ctx, &call), FNGD_SUCCESS) << err.msg;
     }
     void TearDown() override {
         destroy_test_stream(kind, stream);
+        if (!ctx) return;
         for (void* p : owned) ops->free(ctx, p);
-        if (ctx) ops->destroy(ctx);
+        ops->end_call(ctx, &call);
+        ops->destroy(ctx);
     }
 
     // Backend memory of n zero-filled T, freed at TearDown.
     template <class T>
     T* zeros(size_t n) {
         void* p = nullptr;
-        EXPECT_EQ(ops->alloc(ctx, n * sizeof(T), &p, &err), FNGD_SUCCESS) << err.msg;
+        EXPECT_EQ(ops->alloc(ctx, n * sizeof(T), &p, &call), FNGD_SUCCESS) << err.msg;
         if (p) owned.push_back(p);
         return (T*)p;
     }
@@ -70,14 +75,14 @@ class BackendOps : public ::testing::TestWithParam<fngd_backend_kind_t> {
     T* put(const std::vector<T>& v) {
         T* p = zeros<T>(v.size());
         if (p && !v.empty())
-            EXPECT_EQ(ops->upload(ctx, p, v.data(), v.size() * sizeof(T), stream, &err),
+            EXPECT_EQ(ops->upload(ctx, p, v.data(), v.size() * sizeof(T), &call),
                       FNGD_SUCCESS)
                 << err.msg;
         return p;
     }
     template <class T>
     void set(T* p, const std::vector<T>& v) {
-        EXPECT_EQ(ops->upload(ctx, p, v.data(), v.size() * sizeof(T), stream, &err),
+        EXPECT_EQ(ops->upload(ctx, p, v.data(), v.size() * sizeof(T), &call),
                   FNGD_SUCCESS)
             << err.msg;
     }
@@ -97,6 +102,32 @@ class BackendOps : public ::testing::TestWithParam<fngd_backend_kind_t> {
         w.bytes = bytes;
         return w;
     }
+    // The test's call with workspace w, for the ops that use one.
+    const fngd_call_t* in(const Ws& w) {
+        ws_call = call;
+        ws_call.ws = w.p;
+        ws_call.ws_bytes = w.bytes;
+        return &ws_call;
+    }
+    // The one workspace query, for one layer (no solve) or for `count` solves of order N.
+    size_t layer_ws(const fngd_layer_t& l, int N) {
+        size_t b = 0;
+        EXPECT_EQ(ops->workspace_bytes(ctx, &l, 1, N, 0, &b, &call), FNGD_SUCCESS) << err.msg;
+        return b;
+    }
+    size_t solve_ws(int N, int count) {
+        size_t b = 0;
+        EXPECT_EQ(ops->workspace_bytes(ctx, nullptr, 0, N, count, &b, &call), FNGD_SUCCESS)
+            << err.msg;
+        return b;
+    }
+    // factor_solve of one matrix (count 1, ld_alpha N).
+    fngd_status_t solve1(const float* K, int N, fngd_damping_kind_t kind, double damping,
+                         double min_shift, const float* rhs, int filter, float* alpha, int* info,
+                         double* shift, double* trace, const Ws& w) {
+        return ops->factor_solve(ctx, K, 1, N, kind, damping, &min_shift, rhs, filter, alpha, N,
+                                 info, shift, trace, in(w));
+    }
     bool canary_ok(const Ws& w) {
         for (unsigned char c : get(w.p + w.bytes, 256))
             if (c != 0xA5) return false;
@@ -108,7 +139,7 @@ class BackendOps : public ::testing::TestWithParam<fngd_backend_kind_t> {
     std::vector<T> get(const T* p, size_t n) {
         std::vector<T> v(n);
         if (n)
-            EXPECT_EQ(ops->download(ctx, v.data(), p, n * sizeof(T), stream, &err), FNGD_SUCCESS)
+            EXPECT_EQ(ops->download(ctx, v.data(), p, n * sizeof(T), &call), FNGD_SUCCESS)
                 << err.msg;
         return v;
     }
@@ -118,6 +149,7 @@ class BackendOps : public ::testing::TestWithParam<fngd_backend_kind_t> {
     fngd_backend_ctx_t* ctx = nullptr;
     fngd_stream_t stream = nullptr;
     fngd_err_t err{};
+    fngd_call_t call{}, ws_call{};
     std::vector<void*> owned;
 };
 
@@ -133,11 +165,10 @@ std::vector<int64_t> distinct_keys(std::mt19937& gen, int n, int64_t range) {
 
 TEST_P(BackendOps, TableIsComplete) {
     EXPECT_STREQ(ops->name, backend_name(kind));
-    EXPECT_TRUE(ops->create && ops->destroy && ops->alloc && ops->free && ops->upload &&
-                ops->download && ops->synchronize && ops->workspace_bytes &&
-                ops->solver_workspace_bytes && ops->check_finite && ops->layer_gram &&
-                ops->factor_solve && ops->factor_solve_batched &&
-                ops->solver_batched_workspace_bytes && ops->scatter_coefs && ops->gather_coefs &&
+    EXPECT_TRUE(ops->create && ops->destroy && ops->begin_call && ops->end_call && ops->alloc &&
+                ops->free && ops->upload && ops->download && ops->synchronize &&
+                ops->workspace_bytes && ops->check_finite && ops->layer_gram &&
+                ops->factor_solve && ops->scatter_coefs && ops->gather_coefs &&
                 ops->summarize_coefs && ops->weighted_grad && ops->sgd_update && ops->dot &&
                 ops->scale && ops->copy);
 }
@@ -166,8 +197,7 @@ TEST_P(BackendOps, ScatterAndGatherServeEverySetInOneCall) {
             const int64_t offset = positions ? 50 : 0;
             const Vec alpha = random_vec((size_t)nsets * ld, 300 + round);
             fngd_ref_scatter(table.data(), seen.data(), nsets, idp, offset, N, alpha.data(), ld);
-            ASSERT_EQ(ops->scatter_coefs(ctx, dt, ds, nsets, idp, offset, N, put(alpha), ld,
-                                         stream, &err),
+            ASSERT_EQ(ops->scatter_coefs(ctx, dt, ds, nsets, idp, offset, N, put(alpha), ld, &call),
                       FNGD_SUCCESS)
                 << err.msg;
         }
@@ -191,8 +221,7 @@ TEST_P(BackendOps, ScatterAndGatherServeEverySetInOneCall) {
                                      fallback.data(), 2.0f, want.data(), ld);
             float* dout = put(std::vector<float>((size_t)nsets * ld, 777.0f));
             ASSERT_EQ(ops->gather_coefs(ctx, dt, ds, nsets, idp, offset, N, fk,
-                                        uniform ? nullptr : df, 2.0f, dout, ld, dcount, stream,
-                                        &err),
+                                        uniform ? nullptr : df, 2.0f, dout, ld, dcount, &call),
                       FNGD_SUCCESS)
                 << err.msg;
             ASSERT_EQ(get(dout, want.size()), want) << "round " << round;
@@ -216,7 +245,7 @@ TEST_P(BackendOps, SummaryOfEverySetInOneCall) {
         const uint8_t* ds = put(seen);
         for (int64_t nk : {(int64_t)0, (int64_t)1, (int64_t)60, keys}) {
             std::vector<fngd_coef_summary_t> got((size_t)nsets);
-            ASSERT_EQ(ops->summarize_coefs(ctx, dt, ds, nk, nsets, got.data(), stream, &err),
+            ASSERT_EQ(ops->summarize_coefs(ctx, dt, ds, nk, nsets, got.data(), &call),
                       FNGD_SUCCESS)
                 << err.msg;
             for (int s = 0; s < nsets; ++s) {
@@ -258,7 +287,7 @@ TEST_P(BackendOps, SummaryWithNanFollowsTheScanRule) {
             for (int64_t k : cases[c]) table[(size_t)(k * nsets + nan_set)] = NAN;
             set(dt, table);
             std::vector<fngd_coef_summary_t> got((size_t)nsets);
-            ASSERT_EQ(ops->summarize_coefs(ctx, dt, ds, keys, nsets, got.data(), stream, &err),
+            ASSERT_EQ(ops->summarize_coefs(ctx, dt, ds, keys, nsets, got.data(), &call),
                       FNGD_SUCCESS)
                 << err.msg;
             for (int s = 0; s < nsets; ++s) {
@@ -300,22 +329,22 @@ TEST_P(BackendOps, CoefOpsRejectBadArgumentsAndWriteNothing) {
         EXPECT_GT(std::strlen(err.msg), 0u) << what;
         err.msg[0] = '\0';
     };
-    expect_bad(ops->scatter_coefs(ctx, dt, ds, nsets, ids, 0, N, alpha, N - 1, stream, &err),
+    expect_bad(ops->scatter_coefs(ctx, dt, ds, nsets, ids, 0, N, alpha, N - 1, &call),
                "scatter ld < N");
-    expect_bad(ops->scatter_coefs(ctx, dt, ds, 0, ids, 0, N, alpha, N, stream, &err),
+    expect_bad(ops->scatter_coefs(ctx, dt, ds, 0, ids, 0, N, alpha, N, &call),
                "scatter nsets 0");
     expect_bad(ops->gather_coefs(ctx, dt, ds, nsets, ids, 0, N, FNGD_FALLBACK_UNIFORM, nullptr,
-                                 1.0f, out, N - 1, count, stream, &err),
+                                 1.0f, out, N - 1, count, &call),
                "gather ld < N");
     expect_bad(ops->gather_coefs(ctx, dt, ds, nsets, ids, 0, N, FNGD_FALLBACK_UNIFORM, nullptr,
-                                 1.0f, out, N, nullptr, stream, &err),
+                                 1.0f, out, N, nullptr, &call),
                "gather without a counter");
     expect_bad(ops->gather_coefs(ctx, dt, ds, nsets, ids, 0, N, FNGD_FALLBACK_STORED_MEAN,
-                                 nullptr, 1.0f, out, N, count, stream, &err),
+                                 nullptr, 1.0f, out, N, count, &call),
                "gather stored mean without the means");
     fngd_coef_summary_t sum[nsets];
-    expect_bad(ops->summarize_coefs(ctx, dt, ds, keys, 0, sum, stream, &err), "summary nsets 0");
-    expect_bad(ops->summarize_coefs(ctx, dt, ds, -1, nsets, sum, stream, &err),
+    expect_bad(ops->summarize_coefs(ctx, dt, ds, keys, 0, sum, &call), "summary nsets 0");
+    expect_bad(ops->summarize_coefs(ctx, dt, ds, -1, nsets, sum, &call),
                "summary num_keys < 0");
     EXPECT_EQ(get(dt, table.size()), table);
     EXPECT_EQ(get(out, out0.size()), out0);
@@ -336,10 +365,10 @@ TEST_P(BackendOps, MemoryIsZeroedAlignedAndCopiesExactly) {
     const Vec src = random_vec(250, 5);
     float* a = put(src);
     float* b = zeros<float>(250);
-    ASSERT_EQ(ops->copy(ctx, b, a, 250, stream, &err), FNGD_SUCCESS) << err.msg;
-    ASSERT_EQ(ops->copy(ctx, b, b, 250, stream, &err), FNGD_SUCCESS) << err.msg;  // dst == src
-    ASSERT_EQ(ops->copy(ctx, b, a, 0, stream, &err), FNGD_SUCCESS) << err.msg;
-    ASSERT_EQ(ops->synchronize(ctx, stream, &err), FNGD_SUCCESS) << err.msg;
+    ASSERT_EQ(ops->copy(ctx, b, a, 250, &call), FNGD_SUCCESS) << err.msg;
+    ASSERT_EQ(ops->copy(ctx, b, b, 250, &call), FNGD_SUCCESS) << err.msg;  // dst == src
+    ASSERT_EQ(ops->copy(ctx, b, a, 0, &call), FNGD_SUCCESS) << err.msg;
+    ASSERT_EQ(ops->synchronize(ctx, &call), FNGD_SUCCESS) << err.msg;
     EXPECT_EQ(get(a, 250), src);
     EXPECT_EQ(get(b, 250), src);
 }
@@ -356,21 +385,21 @@ TEST_P(BackendOps, CheckFiniteOfAListReportsTheBadArray) {
     float* dc = put(c);
     fngd_array_ref_t list[4] = {{da, a.size()}, {nullptr, 0}, {db, b.size()}, {dc, c.size()}};
     int bad = -1;
-    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, stream, &err), FNGD_SUCCESS) << err.msg;
+    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, &call), FNGD_SUCCESS) << err.msg;
     EXPECT_EQ(bad, 0);
-    ASSERT_EQ(ops->check_finite(ctx, list, 0, &bad, stream, &err), FNGD_SUCCESS) << err.msg;
+    ASSERT_EQ(ops->check_finite(ctx, list, 0, &bad, &call), FNGD_SUCCESS) << err.msg;
     EXPECT_EQ(bad, 0);
     c[4] = INFINITY;
     set(dc, c);
-    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, stream, &err), FNGD_SUCCESS);
+    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, &call), FNGD_SUCCESS);
     EXPECT_EQ(bad, 4);
     b[0] = std::nanf("");
     set(db, b);
-    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, stream, &err), FNGD_SUCCESS);
+    ASSERT_EQ(ops->check_finite(ctx, list, 4, &bad, &call), FNGD_SUCCESS);
     EXPECT_TRUE(bad == 3 || bad == 4) << bad;
     if (kind == FNGD_BACKEND_CPU) EXPECT_EQ(bad, 3);  // the CPU reports the first
     fngd_array_ref_t null_list[1] = {{nullptr, 3}};
-    EXPECT_EQ(ops->check_finite(ctx, null_list, 1, &bad, stream, &err),
+    EXPECT_EQ(ops->check_finite(ctx, null_list, 1, &bad, &call),
               FNGD_ERROR_INVALID_ARGUMENT);
 }
 
@@ -408,7 +437,7 @@ TEST_P(BackendOps, CheckFiniteAtEveryPositionAndPattern) {
         }
         for (size_t offset : {(size_t)0, (size_t)1}) {  // aligned and misaligned start
             int bad = -1;
-            ASSERT_EQ(check_one(ops, ctx, dx + offset, n, &bad, stream, &err), FNGD_SUCCESS)
+            ASSERT_EQ(check_one(ops, ctx, dx + offset, n, &bad, &call), FNGD_SUCCESS)
                 << err.msg;
             EXPECT_EQ(bad, 0) << "offset " << offset;
             for (size_t k : pos) {
@@ -416,7 +445,7 @@ TEST_P(BackendOps, CheckFiniteAtEveryPositionAndPattern) {
                 for (uint32_t b : bad_bits) {
                     set(at, Vec{from_bits(b)});  // one element changed, the rest as uploaded
                     bad = -1;
-                    ASSERT_EQ(check_one(ops, ctx, dx + offset, n, &bad, stream, &err),
+                    ASSERT_EQ(check_one(ops, ctx, dx + offset, n, &bad, &call),
                               FNGD_SUCCESS);
                     EXPECT_EQ(bad, 1) << "pattern " << std::hex << b << std::dec << " at " << k
                                       << " offset " << offset;
@@ -428,7 +457,7 @@ TEST_P(BackendOps, CheckFiniteAtEveryPositionAndPattern) {
         for (uint32_t b : good_bits) {
             const float* dy = put(Vec(n, from_bits(b)));
             int bad = -1;
-            ASSERT_EQ(check_one(ops, ctx, dy, n, &bad, stream, &err), FNGD_SUCCESS);
+            ASSERT_EQ(check_one(ops, ctx, dy, n, &bad, &call), FNGD_SUCCESS);
             EXPECT_EQ(bad, 0) << "pattern " << std::hex << b;
         }
     }
@@ -471,14 +500,13 @@ TEST_P(BackendOps, LayerGramMatchesNaive) {
                 const Naive nv = naive_grads(l, N, x, go, scale);
                 const DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
                 const fngd_layer_batch_t b{put(x), l.kind == FNGD_LAYER_GENERIC ? nullptr : put(go)};
-                const Ws ws = workspace(ops->workspace_bytes(ctx, &l, N));
+                const Ws ws = workspace(layer_ws(l, N));
                 for (int accumulate : {0, 1}) {
                     Vec K0 = random_vec((size_t)N * N, seed + 3);
                     for (int i = 0; i < N; ++i)  // symmetric, as the contract requires
                         for (int j = 0; j < i; ++j) K0[(size_t)i * N + j] = K0[(size_t)j * N + i];
                     float* dK = put(accumulate ? K0 : Vec((size_t)N * N, std::nanf("")));
-                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, dK, accumulate, ws.p,
-                                              ws.bytes, stream, &err),
+                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, dK, accumulate, in(ws)),
                               FNGD_SUCCESS)
                         << err.msg;
                     EXPECT_TRUE(canary_ok(ws));
@@ -514,13 +542,12 @@ TEST_P(BackendOps, WeightedGradMatchesNaive) {
             const float scale = 3.0f;
             const Naive nv = naive_grads(l, N, x, go, scale);
             const fngd_layer_batch_t b{put(x), l.kind == FNGD_LAYER_GENERIC ? nullptr : put(go)};
-            const Ws ws = workspace(ops->workspace_bytes(ctx, &l, N));
+            const Ws ws = workspace(layer_ws(l, N));
             Vec out0((size_t)l.grad_len + 1, std::nanf(""));
             out0.back() = 12345.0f;  // guard after the bias part
             float* dout = put(out0);
             ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, put(alpha), scale, dout,
-                                         l.n_bias ? dout + l.n_weight : nullptr, ws.p, ws.bytes,
-                                         stream, &err),
+                                         l.n_bias ? dout + l.n_weight : nullptr, in(ws)),
                       FNGD_SUCCESS)
                 << err.msg;
             EXPECT_TRUE(canary_ok(ws));
@@ -602,13 +629,13 @@ TEST_P(BackendOps, FactorSolveMatchesNaiveCholesky) {
                 SolveRef ref;
                 ASSERT_TRUE(solve_ref(K, N, o.kind, o.damping, o.min_shift,
                                       o.custom_rhs ? &rhs : nullptr, filter, &ref));
-                const Ws ws = workspace(ops->solver_workspace_bytes(ctx, N));
+                const Ws ws = workspace(solve_ws(N, 1));
                 float* da = put(Vec(N, std::nanf("")));
                 int info = -1;
                 double shift = 0, trace = 0;
-                ASSERT_EQ(ops->factor_solve(ctx, put(K), N, o.kind, o.damping, o.min_shift,
+                ASSERT_EQ(solve1(put(K), N, o.kind, o.damping, o.min_shift,
                                             o.custom_rhs ? put(rhs) : nullptr, filter, da, &info,
-                                            &shift, &trace, ws.p, ws.bytes, stream, &err),
+                                            &shift, &trace, ws),
                           FNGD_SUCCESS)
                     << err.msg;
                 EXPECT_TRUE(canary_ok(ws));
@@ -629,21 +656,21 @@ TEST_P(BackendOps, FactorSolveReportsNotPositiveDefiniteAndLeavesAlpha) {
     Vec K((size_t)N * N, 0.0f);
     for (int i = 0; i < N; ++i) K[(size_t)i * N + i] = i == 2 ? -1.0f : 1.0f;
     const float* dK = put(K);
-    const Ws ws = workspace(ops->solver_workspace_bytes(ctx, N));
+    const Ws ws = workspace(solve_ws(N, 1));
     const Vec sentinel(N, 42.0f);
     float* da = put(sentinel);
     int info = 0;
     double shift = -1, trace = 0;
-    ASSERT_EQ(ops->factor_solve(ctx, dK, N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, 0, da, &info,
-                                &shift, &trace, ws.p, ws.bytes, stream, &err),
+    ASSERT_EQ(solve1(dK, N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0, nullptr, 0, da, &info,
+                                &shift, &trace, ws),
               FNGD_SUCCESS)
         << err.msg;
     EXPECT_EQ(info, 3);
     EXPECT_DOUBLE_EQ(shift, 0.5);  // N * damping, still below 1
     EXPECT_DOUBLE_EQ(trace, 3.0);
     EXPECT_EQ(get(da, (size_t)N), sentinel);
-    ASSERT_EQ(ops->factor_solve(ctx, dK, N, FNGD_DAMPING_ABSOLUTE, 0.0, 2.0, nullptr, 0, da, &info,
-                                &shift, &trace, ws.p, ws.bytes, stream, &err),
+    ASSERT_EQ(solve1(dK, N, FNGD_DAMPING_ABSOLUTE, 0.0, 2.0, nullptr, 0, da, &info,
+                                &shift, &trace, ws),
               FNGD_SUCCESS)
         << err.msg;
     EXPECT_EQ(info, 0);
@@ -662,10 +689,10 @@ TEST_P(BackendOps, FactorSolveErrorsLeaveAlpha) {
     float* da = put(sentinel);
     int info = 0;
     double s = 0, t = 0;
-    const size_t need = ops->solver_workspace_bytes(ctx, N);
+    const size_t need = solve_ws(N, 1);
     const Ws small = workspace(need - 1);
-    EXPECT_EQ(ops->factor_solve(ctx, put(random_gram(N, 3)), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0,
-                                nullptr, 0, da, &info, &s, &t, small.p, small.bytes, stream, &err),
+    EXPECT_EQ(solve1(put(random_gram(N, 3)), N, FNGD_DAMPING_ABSOLUTE, 1e-3, 0.0,
+                                nullptr, 0, da, &info, &s, &t, small),
               FNGD_ERROR_INTERNAL);
     const Ws ws = workspace(need);
     for (int pos : {0, 3 * N + 3, 1 * N + 5}) {
@@ -674,9 +701,8 @@ TEST_P(BackendOps, FactorSolveErrorsLeaveAlpha) {
         const int i = pos / N, j = pos % N;
         K[(size_t)i * N + j] = K[(size_t)j * N + i] = NAN;
         info = -12345;
-        const fngd_status_t st = ops->factor_solve(ctx, put(K), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0,
-                                                   nullptr, 0, da, &info, &s, &t, ws.p, ws.bytes,
-                                                   stream, &err);
+        const fngd_status_t st = solve1(put(K), N, FNGD_DAMPING_ABSOLUTE, 0.1, 0.0,
+                                                   nullptr, 0, da, &info, &s, &t, ws);
         EXPECT_TRUE(st == FNGD_ERROR_BACKEND || (st == FNGD_SUCCESS && info > 0))
             << "NaN at " << i << "," << j << ": status " << st << " info " << info;
         if (st != FNGD_SUCCESS) EXPECT_NE(std::string(err.msg), "");
@@ -709,7 +735,7 @@ TEST_P(BackendOps, FactorSolveBatchedMatchesNaivePerMatrix) {
             const Vec rhs = random_vec(N, 9, 0.5f, 1.5f);
             const Vec sentinel = random_vec((size_t)count * ld, 123, 40.0f, 50.0f);
             const float* dK = put(K);
-            const Ws ws = workspace(ops->solver_batched_workspace_bytes(ctx, N, count));
+            const Ws ws = workspace(solve_ws(N, count));
             for (fngd_damping_kind_t kind : {FNGD_DAMPING_ABSOLUTE, FNGD_DAMPING_TRACE_RELATIVE})
                 for (int custom_rhs : {0, 1})
                     for (int filter : {0, 1}) {
@@ -721,10 +747,10 @@ TEST_P(BackendOps, FactorSolveBatchedMatchesNaivePerMatrix) {
                         float* da = put(sentinel);
                         std::vector<int> info((size_t)count, -5);
                         DVec shift((size_t)count, -1.0), trace((size_t)count, -1.0);
-                        ASSERT_EQ(ops->factor_solve_batched(
+                        ASSERT_EQ(ops->factor_solve(
                                       ctx, dK, count, N, kind, damping, floors.data(),
                                       custom_rhs ? put(rhs) : nullptr, filter, da, ld, info.data(),
-                                      shift.data(), trace.data(), ws.p, ws.bytes, stream, &err),
+                                      shift.data(), trace.data(), in(ws)),
                                   FNGD_SUCCESS)
                             << what << ": " << err.msg;
                         EXPECT_TRUE(canary_ok(ws)) << what;
@@ -776,14 +802,13 @@ TEST_P(BackendOps, FactorSolveBatchedRejectsNanAndWritesNothing) {
             const Vec sentinel = random_vec((size_t)count * N, 78);
             float* da = put(sentinel);
             const DVec floors(count, 0.0);
-            const Ws ws = workspace(ops->solver_batched_workspace_bytes(ctx, N, count));
+            const Ws ws = workspace(solve_ws(N, count));
             std::vector<int> info((size_t)count, -12345);
             DVec shift((size_t)count, -1.0), trace((size_t)count, -1.0);
             err.msg[0] = '\0';
-            EXPECT_EQ(ops->factor_solve_batched(ctx, put(K), count, N, FNGD_DAMPING_ABSOLUTE, 0.1,
+            EXPECT_EQ(ops->factor_solve(ctx, put(K), count, N, FNGD_DAMPING_ABSOLUTE, 0.1,
                                                 floors.data(), nullptr, 0, da, N, info.data(),
-                                                shift.data(), trace.data(), ws.p, ws.bytes,
-                                                stream, &err),
+                                                shift.data(), trace.data(), in(ws)),
                       FNGD_ERROR_BACKEND);
             EXPECT_NE(std::string(err.msg), "");
             for (int m = 0; m < count; ++m) {
@@ -810,7 +835,7 @@ TEST_P(BackendOps, SgdUpdateMatchesReference) {
                 float* dp = put(p0);
                 float* dm = put(m0);
                 const fngd_update_tensor_t t = {dp, put(dir), with_mom ? dm : nullptr, n};
-                ASSERT_EQ(ops->sgd_update(ctx, &t, 1, 0.1f, momentum, 0.01f, stream, &err),
+                ASSERT_EQ(ops->sgd_update(ctx, &t, 1, 0.1f, momentum, 0.01f, &call),
                           FNGD_SUCCESS)
                     << err.msg;
                 DVec p(p0.begin(), p0.end()), d(dir.begin(), dir.end()), m(m0.begin(), m0.end());
@@ -839,11 +864,11 @@ TEST_P(BackendOps, SgdUpdateMatchesReference) {
         all.push_back({put(p0), dd, put(m0), n});
         one.push_back({put(p0), dd, put(m0), n});
     }
-    ASSERT_EQ(ops->sgd_update(ctx, all.data(), count, 0.05f, 0.9f, 1e-3f, stream, &err),
+    ASSERT_EQ(ops->sgd_update(ctx, all.data(), count, 0.05f, 0.9f, 1e-3f, &call),
               FNGD_SUCCESS)
         << err.msg;
     for (int t = 0; t < count; ++t)
-        ASSERT_EQ(ops->sgd_update(ctx, &one[(size_t)t], 1, 0.05f, 0.9f, 1e-3f, stream, &err),
+        ASSERT_EQ(ops->sgd_update(ctx, &one[(size_t)t], 1, 0.05f, 0.9f, 1e-3f, &call),
                   FNGD_SUCCESS);
     for (int t = 0; t < count; ++t) {
         const size_t n = (size_t)all[(size_t)t].n;
@@ -853,7 +878,7 @@ TEST_P(BackendOps, SgdUpdateMatchesReference) {
     // A tensor with momentum but no momentum buffer: refused before any tensor is updated.
     const Vec keep = get(all[0].param, (size_t)all[0].n);
     const fngd_update_tensor_t bad[2] = {all[0], {one[1].param, one[1].dir, nullptr, one[1].n}};
-    EXPECT_EQ(ops->sgd_update(ctx, bad, 2, 0.1f, 0.9f, 0.0f, stream, &err),
+    EXPECT_EQ(ops->sgd_update(ctx, bad, 2, 0.1f, 0.9f, 0.0f, &call),
               FNGD_ERROR_INVALID_ARGUMENT);
     EXPECT_EQ(get(all[0].param, (size_t)all[0].n), keep);
 }
@@ -869,7 +894,7 @@ TEST_P(BackendOps, DotAndScaleMatchReference) {
         const float* dx = n ? put(x) : nullptr;
         const float* dy = n ? put(y) : nullptr;
         float* out = put(Vec{-7.0f});
-        ASSERT_EQ(ops->dot(ctx, dx, dy, n, out, stream, &err), FNGD_SUCCESS) << err.msg;
+        ASSERT_EQ(ops->dot(ctx, dx, dy, n, out, &call), FNGD_SUCCESS) << err.msg;
         double ref = 0, abs = 0;
         for (int64_t k = 0; k < n; ++k) {
             ref += (double)x[k] * y[k];
@@ -878,17 +903,17 @@ TEST_P(BackendOps, DotAndScaleMatchReference) {
         // A float accumulation of n products (a double one is tighter), then float rounding.
         EXPECT_NEAR(get(out, 1)[0], ref, kEps * ((double)n + 2) * abs + FLT_MIN);
         if (n == 0) {
-            EXPECT_EQ(ops->scale(ctx, nullptr, 0, 2.0f, stream, &err), FNGD_SUCCESS);
+            EXPECT_EQ(ops->scale(ctx, nullptr, 0, 2.0f, &call), FNGD_SUCCESS);
             continue;
         }
         float* dz = put(x);
-        ASSERT_EQ(ops->scale(ctx, dz, n, -0.37f, stream, &err), FNGD_SUCCESS) << err.msg;
+        ASSERT_EQ(ops->scale(ctx, dz, n, -0.37f, &call), FNGD_SUCCESS) << err.msg;
         const Vec z = get(dz, (size_t)n);
         for (int64_t k = 0; k < n; ++k) ASSERT_EQ(z[k], x[k] * -0.37f) << k;
     }
-    EXPECT_EQ(ops->dot(ctx, nullptr, nullptr, 3, put(Vec{0.0f}), stream, &err),
+    EXPECT_EQ(ops->dot(ctx, nullptr, nullptr, 3, put(Vec{0.0f}), &call),
               FNGD_ERROR_INVALID_ARGUMENT);
-    EXPECT_EQ(ops->scale(ctx, nullptr, 3, 2.0f, stream, &err), FNGD_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(ops->scale(ctx, nullptr, 3, 2.0f, &call), FNGD_ERROR_INVALID_ARGUMENT);
 }
 
 FNGD_INSTANTIATE_BACKENDS(BackendOps);

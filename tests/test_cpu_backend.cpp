@@ -65,6 +65,22 @@ double gram_growth(const fngd_layer_t& l) {
     return (double)l.T + (double)l.grad_len + (double)l.pa + (double)l.q + 8.0;
 }
 
+// A call on the CPU backend (no stream; begin_call and end_call do nothing here) with an
+// optional workspace.
+fngd_call_t cpu_call(fngd_err_t* err, void* ws = nullptr, size_t ws_bytes = 0) {
+    return fngd_call_t{nullptr, ws, ws_bytes, err, -1};
+}
+
+// The one workspace query for one layer (no solve).
+size_t layer_ws(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_layer_t& l,
+                int N) {
+    fngd_err_t err{};
+    const fngd_call_t call = cpu_call(&err);
+    size_t b = 0;
+    EXPECT_EQ(ops->workspace_bytes(ctx, &l, 1, N, 0, &b, &call), FNGD_SUCCESS) << err.msg;
+    return b;
+}
+
 // ---- the backend fixture ------------------------------------------------------------------------
 class CpuBackend : public ::testing::Test {
   protected:
@@ -100,9 +116,17 @@ class CpuBackend : public ::testing::Test {
         return w;
     }
 
+    // The call with workspace w (or any pointer and size, for the refusals).
+    const fngd_call_t* in(Ws& w) { return in_raw(w.ptr(), w.bytes); }
+    const fngd_call_t* in_raw(void* p, size_t bytes) {
+        call = cpu_call(&err, p, bytes);
+        return &call;
+    }
+
     const fngd_backend_ops_t* ops = nullptr;
     fngd_backend_ctx_t* ctx = nullptr;
     fngd_err_t err{};
+    fngd_call_t call{};
 };
 
 void expect_gram_close(const Vec& K, const DVec& Kref, const DVec& Kabs, int N, double growth,
@@ -153,10 +177,9 @@ TEST_F(CpuBackend, ZeroChunkBudgetMatchesNaive) {
                 DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
                 fngd_layer_batch_t b{x.data(),
                                      l.kind == FNGD_LAYER_GENERIC ? nullptr : go.data()};
-                Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
+                Ws ws = make_ws(layer_ws(ops, ctx, l, N));
                 Vec K((size_t)N * N, std::nanf(""));  // beta = 0 must not read K
-                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, K.data(), 0, ws.ptr(), ws.bytes,
-                                          nullptr, &err),
+                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, K.data(), 0, in(ws)),
                           FNGD_SUCCESS)
                     << err.msg;
                 EXPECT_TRUE(ws.canary_ok());
@@ -167,8 +190,7 @@ TEST_F(CpuBackend, ZeroChunkBudgetMatchesNaive) {
                 for (int i = 0; i < N; ++i)
                     for (int j = 0; j < i; ++j) K0[(size_t)i * N + j] = K0[(size_t)j * N + i];
                 Vec K2 = K0;
-                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, K2.data(), 1, ws.ptr(), ws.bytes,
-                                          nullptr, &err),
+                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, scale, K2.data(), 1, in(ws)),
                           FNGD_SUCCESS)
                     << err.msg;
                 for (size_t k = 0; k < Kref.size(); ++k) {
@@ -180,7 +202,7 @@ TEST_F(CpuBackend, ZeroChunkBudgetMatchesNaive) {
                 Naive nv1 = naive_grads(l, N, x, go, 1.0);
                 ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(),
                                              l.n_bias ? out.data() + l.n_weight : nullptr,
-                                             ws.ptr(), ws.bytes, nullptr, &err),
+                                             in(ws)),
                           FNGD_SUCCESS)
                     << err.msg;
                 expect_wgrad_close(out, nv1, alpha, N, l.T);
@@ -215,10 +237,10 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
                   FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 2);
         l.method = FNGD_GRAM_MATERIALIZE;
-        Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
+        Ws ws = make_ws(layer_ws(ops, ctx, l, N));
         Vec K((size_t)N * N);
         ASSERT_EQ(
-            ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+            ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, in(ws)),
             FNGD_SUCCESS)
             << err.msg;
         EXPECT_TRUE(ws.canary_ok());
@@ -231,9 +253,9 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
                   FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 3);
         l.method = FNGD_GRAM_POSITION;
-        ws = make_ws(ops->workspace_bytes(ctx, &l, N));
+        ws = make_ws(layer_ws(ops, ctx, l, N));
         ASSERT_EQ(
-            ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+            ops->layer_gram(ctx, &l, &b, N, 2.0f, K.data(), 0, in(ws)),
             FNGD_SUCCESS)
             << err.msg;
         EXPECT_TRUE(ws.canary_ok());
@@ -245,12 +267,11 @@ TEST_F(CpuBackend, ChunkedPathsWithRemainders) {
                                            (bias ? cpu_ws_piece(3 * T) : 0));
         ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &plan, &err), FNGD_SUCCESS);
         EXPECT_EQ(plan.chunk, 3);
-        ws = make_ws(ops->workspace_bytes(ctx, &l, N));
+        ws = make_ws(layer_ws(ops, ctx, l, N));
         Vec alpha = random_vec(N, 23);
         Vec out(l.grad_len, std::nanf(""));
         ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 2.0f, out.data(),
-                                     bias ? out.data() + l.n_weight : nullptr, ws.ptr(), ws.bytes,
-                                     nullptr, &err),
+                                     bias ? out.data() + l.n_weight : nullptr, in(ws)),
                   FNGD_SUCCESS)
             << err.msg;
         EXPECT_TRUE(ws.canary_ok());
@@ -283,7 +304,7 @@ TEST_F(CpuBackend, WorkspaceLimits) {
             cpu_plan_t gp, rp, gmin, rmin;
             ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, SIZE_MAX, &gp, &err), FNGD_SUCCESS);
             ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &rp, &err), FNGD_SUCCESS);
-            EXPECT_EQ(ops->workspace_bytes(ctx, &l, N), std::max(gp.bytes, rp.bytes));
+            EXPECT_EQ(layer_ws(ops, ctx, l, N), std::max(gp.bytes, rp.bytes));
             fngd_cpu_set_chunk_budget(ctx, 0);  // chunk 1: the least an op can run with
             ASSERT_EQ(cpu_plan_gram(ctx, &l, N, method, SIZE_MAX, &gmin, &err), FNGD_SUCCESS);
             ASSERT_EQ(cpu_plan_reduce(ctx, &l, N, SIZE_MAX, &rmin, &err), FNGD_SUCCESS);
@@ -293,27 +314,24 @@ TEST_F(CpuBackend, WorkspaceLimits) {
 
             Ws ws = make_ws(gmin.bytes - 1);
             Vec K((size_t)N * N, 5.0f);
-            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes,
-                                      nullptr, &err),
+            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, in(ws)),
                       FNGD_ERROR_INTERNAL);
             EXPECT_NE(std::string(err.msg).find("workspace"), std::string::npos) << err.msg;
             for (float v : K) ASSERT_EQ(v, 5.0f);  // outputs untouched on error
-            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, nullptr, gp.bytes, nullptr,
-                                      &err),
+            EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, in_raw(nullptr, gp.bytes)),
                       FNGD_ERROR_INTERNAL);  // no workspace pointer counts as none
             Vec alpha = random_vec(N, 3), out(l.grad_len, 5.0f);
             float* out_b = l.n_bias ? out.data() + l.n_weight : nullptr;
             Ws wr = make_ws(rmin.bytes - 1);
             EXPECT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(), out_b,
-                                         wr.ptr(), wr.bytes, nullptr, &err),
+                                         in(wr)),
                       FNGD_ERROR_INTERNAL);
             for (float v : out) ASSERT_EQ(v, 5.0f);
 
             for (size_t bytes : {gmin.bytes, gp.bytes - 1}) {
                 if (bytes < gmin.bytes) continue;
                 Ws w2 = make_ws(bytes);
-                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, w2.ptr(), w2.bytes,
-                                          nullptr, &err),
+                ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, in(w2)),
                           FNGD_SUCCESS)
                     << err.msg;
                 EXPECT_TRUE(w2.canary_ok());
@@ -323,7 +341,7 @@ TEST_F(CpuBackend, WorkspaceLimits) {
                 if (bytes < rmin.bytes) continue;
                 Ws w2 = make_ws(bytes);
                 ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(), out_b,
-                                             w2.ptr(), w2.bytes, nullptr, &err),
+                                             in(w2)),
                           FNGD_SUCCESS)
                     << err.msg;
                 EXPECT_TRUE(w2.canary_ok());
@@ -336,13 +354,13 @@ TEST_F(CpuBackend, WorkspaceLimits) {
     cpu_plan_t pm, pp;
     ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_MATERIALIZE, SIZE_MAX, &pm, &err), FNGD_SUCCESS);
     ASSERT_EQ(cpu_plan_gram(ctx, &l, N, FNGD_GRAM_POSITION, SIZE_MAX, &pp, &err), FNGD_SUCCESS);
-    EXPECT_GE(ops->workspace_bytes(ctx, &l, N), std::max(pm.bytes, pp.bytes));
+    EXPECT_GE(layer_ws(ops, ctx, l, N), std::max(pm.bytes, pp.bytes));
     Vec x = random_vec((size_t)N * l.in_per_sample, 1),
         go = random_vec((size_t)N * l.out_per_sample, 2);
     fngd_layer_batch_t b{x.data(), go.data()};
-    Ws ws = make_ws(ops->workspace_bytes(ctx, &l, N));
+    Ws ws = make_ws(layer_ws(ops, ctx, l, N));
     Vec K((size_t)N * N);
-    EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes, nullptr, &err),
+    EXPECT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, in(ws)),
               FNGD_ERROR_INTERNAL);
 }
 
@@ -358,26 +376,25 @@ TEST_F(CpuBackend, WorkspaceOfMaxBatchServesSmallerBatches) {
             for (size_t budget :
                  {(size_t)0, (size_t)700, (size_t)2000, (size_t)5000, (size_t)20000}) {
                 fngd_cpu_set_chunk_budget(ctx, budget);
-                Ws ws = make_ws(ops->workspace_bytes(ctx, &l, max_batch));
+                Ws ws = make_ws(layer_ws(ops, ctx, l, max_batch));
                 for (int N = 1; N <= max_batch; ++N) {
                     SCOPED_TRACE(c.name + " method " + std::to_string(method) + " budget " +
                                  std::to_string(budget) + " N " + std::to_string(N));
-                    saw_larger_request |= ops->workspace_bytes(ctx, &l, N) > ws.bytes;
+                    saw_larger_request |= layer_ws(ops, ctx, l, N) > ws.bytes;
                     Vec x = random_vec((size_t)N * l.in_per_sample, 4 + N);
                     Vec go = random_vec((size_t)N * l.out_per_sample, 5 + N);
                     fngd_layer_batch_t b{x.data(), go.data()};
                     Naive nv = naive_grads(l, N, x, go, 1.0);
                     DVec Kref = gram_of(nv.G, N, nv.len), Kabs = gram_of(nv.Gabs, N, nv.len);
                     Vec K((size_t)N * N);
-                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, ws.ptr(), ws.bytes,
-                                              nullptr, &err),
+                    ASSERT_EQ(ops->layer_gram(ctx, &l, &b, N, 1.0f, K.data(), 0, in(ws)),
                               FNGD_SUCCESS)
                         << err.msg;
                     expect_gram_close(K, Kref, Kabs, N, gram_growth(l), "max-batch workspace");
                     Vec alpha = random_vec(N, 6 + N), out(l.grad_len);
                     ASSERT_EQ(ops->weighted_grad(ctx, &l, &b, N, alpha.data(), 1.0f, out.data(),
                                                  l.n_bias ? out.data() + l.n_weight : nullptr,
-                                                 ws.ptr(), ws.bytes, nullptr, &err),
+                                                 in(ws)),
                               FNGD_SUCCESS)
                         << err.msg;
                     expect_wgrad_close(out, nv, alpha, N, l.T);
@@ -460,18 +477,18 @@ TEST(CpuBackendAlloc, FailuresAreReportedAndNothingLeaks) {
     ASSERT_EQ(ops->create(&cfg, &ctx, &err), FNGD_SUCCESS);
     void* p = reinterpret_cast<void*>(0x1);
     fngd_test_fail_alloc_after(0);
-    EXPECT_EQ(ops->alloc(ctx, 64, &p, &err), FNGD_ERROR_OUT_OF_MEMORY);
+    const fngd_call_t call = cpu_call(&err);
+    EXPECT_EQ(ops->alloc(ctx, 64, &p, &call), FNGD_ERROR_OUT_OF_MEMORY);
     EXPECT_EQ(p, nullptr);
     fngd_test_fail_alloc_after(-1);
     // The layer ops never allocate: a pending failure is not consumed by them.
     fngd_layer_t l = make_layer(fngd_linear_desc(3, 2, 1), FNGD_GRAM_POSITION);
     Vec x = random_vec(6, 1), go = random_vec(4, 2), K(4),
-        ws(ops->workspace_bytes(ctx, &l, 2) / 4 + 1);
+        ws(layer_ws(ops, ctx, l, 2) / 4 + 1);
     fngd_layer_batch_t b{x.data(), go.data()};
     fngd_test_fail_alloc_after(0);
-    EXPECT_EQ(
-        ops->layer_gram(ctx, &l, &b, 2, 1.0f, K.data(), 0, ws.data(), ws.size() * 4, nullptr, &err),
-        FNGD_SUCCESS);
+    const fngd_call_t ws_call = cpu_call(&err, ws.data(), ws.size() * 4);
+    EXPECT_EQ(ops->layer_gram(ctx, &l, &b, 2, 1.0f, K.data(), 0, &ws_call), FNGD_SUCCESS);
     EXPECT_EQ(fngd_test_fail_alloc_after(-1), 0);  // no allocation was made
     ops->destroy(ctx);
     EXPECT_EQ(fngd_test_live_allocs(), live);
@@ -489,7 +506,7 @@ TEST(CpuBackendConfig, WorkspaceCapBoundsChunks) {
     // linear 64 -> 64, T 1, N 13, bias: full P would be 13*65*64*4 = 216 KB; chunks keep it <= 4
     // KB.
     fngd_layer_t l = make_layer(fngd_linear_desc(64, 64, 1), FNGD_GRAM_MATERIALIZE);
-    EXPECT_LE(ops->workspace_bytes(ctx, &l, 13), 4096u);
+    EXPECT_LE(layer_ws(ops, ctx, l, 13), 4096u);
     ops->destroy(ctx);
     cfg.max_workspace_bytes = (size_t)1 << 40;
     ASSERT_EQ(ops->create(&cfg, &ctx, &err), FNGD_SUCCESS);

@@ -1,9 +1,9 @@
 /* The CPU reference backend's operation table, lifecycle and memory (host memory through
  * fngd_host_alloc, so fault injection reaches it) and copies. Every other operation lives in
  * the file named after it, as its CUDA twin does (cpu_X.c / cuda_X.cu): cpu_check_finite.c,
- * cpu_workspace.c, cpu_gram*.c, cpu_solve.c, cpu_solve_batched.c, cpu_coefs.c,
+ * cpu_workspace.c, cpu_gram*.c, cpu_solve.c, cpu_coefs.c,
  * cpu_weighted.c, cpu_sgd_update.c, cpu_step_control.c. Streams are ignored: everything is
- * blocking. */
+ * blocking, and a call binds nothing (begin_call and end_call do no work). */
 #include <string.h>
 
 #include "alloc.h"
@@ -32,8 +32,15 @@ void fngd_cpu_set_chunk_budget(fngd_backend_ctx_t* ctx, size_t bytes) {
     if (ctx) ctx->chunk_budget = bytes;
 }
 
+static fngd_status_t cpu_begin_call(fngd_backend_ctx_t* ctx, fngd_call_t* call) {
+    return FNGD_SUCCESS;
+}
+
+static void cpu_end_call(fngd_backend_ctx_t* ctx, fngd_call_t* call) {}
+
 static fngd_status_t cpu_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr,
-                               fngd_err_t* err) {
+                               const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, ptr, FNGD_ERROR_INVALID_ARGUMENT, "cpu alloc: ptr is NULL");
     *ptr = fngd_host_alloc(bytes, CPU_ALIGN);
     FNGD_REQUIRE(err, *ptr, FNGD_ERROR_OUT_OF_MEMORY, "cpu alloc: out of host memory (%zu bytes)",
@@ -52,51 +59,26 @@ static fngd_status_t cpu_memcpy(void* dst, const void* src, size_t bytes, const 
 }
 
 static fngd_status_t cpu_upload(fngd_backend_ctx_t* ctx, void* dst, const void* host_src,
-                                size_t bytes, fngd_stream_t stream, fngd_err_t* err) {
-    return cpu_memcpy(dst, host_src, bytes, "upload", err);
+                                size_t bytes, const fngd_call_t* call) {
+    return cpu_memcpy(dst, host_src, bytes, "upload", call->err);
 }
 
 static fngd_status_t cpu_download(fngd_backend_ctx_t* ctx, void* host_dst, const void* src,
-                                  size_t bytes, fngd_stream_t stream, fngd_err_t* err) {
-    return cpu_memcpy(host_dst, src, bytes, "download", err);
+                                  size_t bytes, const fngd_call_t* call) {
+    return cpu_memcpy(host_dst, src, bytes, "download", call->err);
 }
 
 static fngd_status_t cpu_copy(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,
-                              fngd_stream_t stream, fngd_err_t* err) {
-    FNGD_REQUIRE(err, n >= 0, FNGD_ERROR_INVALID_ARGUMENT, "cpu copy: n = %lld < 0",
+                              const fngd_call_t* call) {
+    FNGD_REQUIRE(call->err, n >= 0, FNGD_ERROR_INVALID_ARGUMENT, "cpu copy: n = %lld < 0",
                  (long long)n);
-    return cpu_memcpy(dst, src, (size_t)n * sizeof(float), "copy", err);
+    return cpu_memcpy(dst, src, (size_t)n * sizeof(float), "copy", call->err);
 }
 
-static fngd_status_t cpu_synchronize(fngd_backend_ctx_t* ctx, fngd_stream_t stream,
-                                     fngd_err_t* err) {
+static fngd_status_t cpu_synchronize(fngd_backend_ctx_t* ctx, const fngd_call_t* call) {
     return FNGD_SUCCESS; /* every CPU op has finished when it returns */
 }
 
-static const fngd_backend_ops_t g_cpu_ops = {
-    .name = "cpu",
-    .create = cpu_create,
-    .destroy = cpu_destroy,
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .upload = cpu_upload,
-    .download = cpu_download,
-    .synchronize = cpu_synchronize,
-    .workspace_bytes = cpu_workspace_bytes,
-    .solver_workspace_bytes = cpu_solver_workspace_bytes,
-    .check_finite = cpu_check_finite,
-    .layer_gram = cpu_layer_gram,
-    .factor_solve = cpu_factor_solve,
-    .factor_solve_batched = cpu_factor_solve_batched,
-    .solver_batched_workspace_bytes = cpu_solver_batched_workspace_bytes,
-    .scatter_coefs = cpu_scatter_coefs,
-    .gather_coefs = cpu_gather_coefs,
-    .summarize_coefs = cpu_summarize_coefs,
-    .weighted_grad = cpu_weighted_grad,
-    .sgd_update = cpu_sgd_update,
-    .dot = cpu_dot,
-    .scale = cpu_scale,
-    .copy = cpu_copy,
-};
+static const fngd_backend_ops_t g_cpu_ops = FNGD_BACKEND_OPS_TABLE("cpu", cpu);
 
 const fngd_backend_ops_t* fngd_cpu_backend_ops(void) { return &g_cpu_ops; }

@@ -37,8 +37,8 @@ static int any_nonfinite(const float* x, size_t n) {
 }
 
 fngd_status_t cpu_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
-                                      int count, int* nonfinite, fngd_stream_t stream,
-                                      fngd_err_t* err) {
+                                      int count, int* nonfinite, const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, nonfinite && count >= 0 && (count == 0 || arrays),
                  FNGD_ERROR_INVALID_ARGUMENT, "cpu check_finite: null argument");
     for (int a = 0; a < count; ++a)

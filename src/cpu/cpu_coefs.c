@@ -10,8 +10,8 @@ static int64_t key_of(const int64_t* ids, int64_t key_offset, int i) {
 
 fngd_status_t cpu_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                 int nsets, const int64_t* ids, int64_t key_offset, int N,
-                                const float* alpha, int ld_alpha, fngd_stream_t stream,
-                                fngd_err_t* err) {
+                                const float* alpha, int ld_alpha, const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, table && seen && alpha && N >= 0 && nsets >= 1 && ld_alpha >= N,
                  FNGD_ERROR_INVALID_ARGUMENT,
                  "cpu scatter_coefs: bad argument (N %d, nsets %d, ld_alpha %d)", N, nsets,
@@ -29,7 +29,8 @@ fngd_status_t cpu_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                const uint8_t* seen, int nsets, const int64_t* ids,
                                int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                const float* fallback, float out_scale, float* out, int ld_out,
-                               int64_t* fallback_count, fngd_stream_t stream, fngd_err_t* err) {
+                               int64_t* fallback_count, const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, table && seen && out && N >= 1 && nsets >= 1 && ld_out >= N,
                  FNGD_ERROR_INVALID_ARGUMENT,
                  "cpu gather_coefs: bad argument (N %d, nsets %d, ld_out %d)", N, nsets, ld_out);
@@ -57,8 +58,8 @@ fngd_status_t cpu_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
  * and move only on a strict comparison (the rule the CUDA summary reproduces). */
 fngd_status_t cpu_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                   const uint8_t* seen, int64_t num_keys, int nsets,
-                                  fngd_coef_summary_t* out, fngd_stream_t stream,
-                                  fngd_err_t* err) {
+                                  fngd_coef_summary_t* out, const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, table && seen && out && num_keys >= 0 && nsets >= 1,
                  FNGD_ERROR_INVALID_ARGUMENT,
                  "cpu summarize_coefs: bad argument (num_keys %lld, nsets %d)",

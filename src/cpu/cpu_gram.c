@@ -37,8 +37,10 @@ static void syrk_full(const float* G, int N, int len, int ldg, float alpha, floa
 
 fngd_status_t cpu_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                              const fngd_layer_batch_t* batch, int N, float scale, float* K,
-                             int accumulate, void* ws, size_t ws_bytes, fngd_stream_t stream,
-                             fngd_err_t* err) {
+                             int accumulate, const fngd_call_t* call) {
+    void* ws = call->ws;
+    size_t ws_bytes = call->ws_bytes;
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, ctx && layer && batch && K && N >= 1, FNGD_ERROR_INVALID_ARGUMENT,
                  "cpu layer_gram: null argument or N = %d < 1", N);
     FNGD_REQUIRE(err, batch->input && (layer->kind == FNGD_LAYER_GENERIC || batch->grad_output),

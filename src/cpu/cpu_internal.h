@@ -62,9 +62,13 @@ fngd_status_t cpu_plan_gram(const fngd_backend_ctx_t* ctx, const fngd_layer_t* l
                             fngd_err_t* err);
 fngd_status_t cpu_plan_reduce(const fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N,
                               size_t ws_limit, cpu_plan_t* plan, fngd_err_t* err);
-/* The op table's workspace_bytes: the larger of the Gram plan (with the layer's method; both
- * while it is still AUTO) and the reduction plan. */
-size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
+/* The op table's workspace_bytes (backend.h): per layer the larger of the Gram plan (with the
+ * layer's method; both while it is still AUTO) and the reduction plan; and one solve's. */
+fngd_status_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
+                                  int num_layers, int N, int solve_count, size_t* bytes,
+                                  const fngd_call_t* call);
+/* Workspace of one damped solve of order N (cpu_solve.c). */
+size_t cpu_solve_workspace_bytes(int N);
 
 /* ---- layout helpers (cpu_im2col.c) ------------------------------------------------------- */
 /* Patches of samples [i0, i0+nb) of a CONV2D input, (nb*T) x p row-major, patch column
@@ -78,14 +82,13 @@ void cpu_fill(float* x, size_t n, float value);
 /* Mirror the upper triangle of the row-major n x n matrix K into the lower one. */
 void cpu_mirror_upper(float* K, int n);
 
-/* ---- operations (one file each, named after the op as on the CUDA side) -------------------- */
+/* ---- operations (one file each, named after the op as on the CUDA side; the signatures
+ * are backend.h's) --------------------------------------------------------------------------- */
 fngd_status_t cpu_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
-                               int count, int* nonfinite, fngd_stream_t stream,
-                               fngd_err_t* err);
+                               int count, int* nonfinite, const fngd_call_t* call);
 fngd_status_t cpu_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                              const fngd_layer_batch_t* batch, int N, float scale, float* K,
-                             int accumulate, void* ws, size_t ws_bytes, fngd_stream_t stream,
-                             fngd_err_t* err);
+                             int accumulate, const fngd_call_t* call);
 /* The two exact methods for LINEAR and CONV2D (cpu_gram_materialize.c, cpu_gram_position.c);
  * ws already checked against the plan. */
 fngd_status_t cpu_gram_materialize(const fngd_layer_t* layer, const fngd_layer_batch_t* batch,
@@ -103,46 +106,36 @@ fngd_status_t cpu_gram_position(const fngd_layer_t* layer, const fngd_layer_batc
                                 int N, float scale, float* K, int accumulate,
                                 const cpu_plan_t* plan, void* ws);
 
-fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
+fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
                                fngd_damping_kind_t damping_kind, double damping,
-                               double min_shift, const float* rhs, int range_filter,
-                               float* alpha, int* info, double* shift_used, double* trace_K,
-                               void* ws, size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
-size_t cpu_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N);
-fngd_status_t cpu_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
-                                       fngd_damping_kind_t damping_kind, double damping,
-                                       const double* min_shift, const float* rhs,
-                                       int range_filter, float* alpha, int ld_alpha, int* info, double* shift_used,
-                                       double* trace_K, void* ws, size_t ws_bytes,
-                                       fngd_stream_t stream, fngd_err_t* err);
-size_t cpu_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count);
+                               const double* min_shift, const float* rhs, int range_filter,
+                               float* alpha, int ld_alpha, int* info, double* shift_used,
+                               double* trace_K, const fngd_call_t* call);
 
 fngd_status_t cpu_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                 int nsets, const int64_t* ids, int64_t key_offset, int N,
-                                const float* alpha, int ld_alpha, fngd_stream_t stream,
-                                fngd_err_t* err);
+                                const float* alpha, int ld_alpha, const fngd_call_t* call);
 fngd_status_t cpu_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                const uint8_t* seen, int nsets, const int64_t* ids,
                                int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                const float* fallback, float out_scale, float* out, int ld_out,
-                               int64_t* fallback_count, fngd_stream_t stream, fngd_err_t* err);
+                               int64_t* fallback_count, const fngd_call_t* call);
 fngd_status_t cpu_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                   const uint8_t* seen, int64_t num_keys, int nsets,
-                                  fngd_coef_summary_t* out, fngd_stream_t stream,
-                                  fngd_err_t* err);
+                                  fngd_coef_summary_t* out, const fngd_call_t* call);
 
 fngd_status_t cpu_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                 const fngd_layer_batch_t* batch, int N, const float* alpha,
-                                float scale, float* out_w, float* out_b, void* ws,
-                                size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+                                float scale, float* out_w, float* out_b,
+                                const fngd_call_t* call);
 
 fngd_status_t cpu_dot(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
-                      float* out, fngd_stream_t stream, fngd_err_t* err);
+                      float* out, const fngd_call_t* call);
 fngd_status_t cpu_scale(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s,
-                        fngd_stream_t stream, fngd_err_t* err);
+                        const fngd_call_t* call);
 fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                              int count, float lr, float momentum, float weight_decay,
-                             fngd_stream_t stream, fngd_err_t* err);
+                             const fngd_call_t* call);
 
 #ifdef __cplusplus
 }

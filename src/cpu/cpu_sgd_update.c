@@ -4,7 +4,8 @@
 
 fngd_status_t cpu_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                              int count, float lr, float momentum, float weight_decay,
-                             fngd_stream_t stream, fngd_err_t* err) {
+                             const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, count >= 0 && (count == 0 || tensors), FNGD_ERROR_INVALID_ARGUMENT,
                  "cpu sgd_update: %d tensors, list %p", count, (const void*)tensors);
     for (int t = 0; t < count; ++t) {

@@ -1,26 +1,22 @@
-/* factor_solve: damped Cholesky solve of (K + shift I) alpha = r in double precision.
- * K is symmetric, so its row-major buffer is also its column-major one: LAPACKE runs in
- * column-major order, which works in place (the row-major path would allocate a transposed
- * copy outside fngd_host_alloc). */
+/* factor_solve: `count` damped Cholesky solves of (K_s + shift_s I) alpha_s = r in double
+ * precision, one after the other: LAPACK has no batched Cholesky, and the CPU pays no
+ * per-call synchronisation that batching would save. K is symmetric, so its row-major buffer
+ * is also its column-major one: LAPACKE runs in column-major order, which works in place (the
+ * row-major path would allocate a transposed copy outside fngd_host_alloc). */
 #include <lapacke.h>
 
 #include "cpu_internal.h"
 
-size_t cpu_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N) {
+size_t cpu_solve_workspace_bytes(int N) {
     if (N < 1) return 0;
     return ((size_t)N * N + 2 * (size_t)N) * sizeof(double);
 }
 
-fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
-                               fngd_damping_kind_t damping_kind, double damping,
-                               double min_shift, const float* rhs, int range_filter,
-                               float* alpha, int* info, double* shift_used, double* trace_K,
-                               void* ws, size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err) {
-    FNGD_REQUIRE(err, K && alpha && info && shift_used && trace_K && N >= 1,
-                 FNGD_ERROR_INVALID_ARGUMENT, "cpu factor_solve: null argument or N = %d < 1", N);
-    const size_t need = cpu_solver_workspace_bytes(ctx, N);
-    FNGD_REQUIRE(err, ws && ws_bytes >= need, FNGD_ERROR_INTERNAL,
-                 "cpu factor_solve: workspace of %zu bytes, %zu needed", ws_bytes, need);
+/* One solve; ws holds cpu_solve_workspace_bytes(N). */
+static fngd_status_t solve_one(const float* K, int N, fngd_damping_kind_t damping_kind,
+                               double damping, double min_shift, const float* rhs,
+                               int range_filter, float* alpha, int* info, double* shift_used,
+                               double* trace_K, void* ws, fngd_err_t* err) {
     double* a = (double*)ws;
     double* r = a + (size_t)N * N;
     double* y = r + N;
@@ -58,5 +54,31 @@ fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
     }
     for (int i = 0; i < N; ++i) alpha[i] = (float)r[i];
     *info = 0;
+    return FNGD_SUCCESS;
+}
+
+fngd_status_t cpu_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
+                               fngd_damping_kind_t damping_kind, double damping,
+                               const double* min_shift, const float* rhs, int range_filter,
+                               float* alpha, int ld_alpha, int* info, double* shift_used,
+                               double* trace_K, const fngd_call_t* call) {
+    fngd_err_t* err = call->err;
+    FNGD_REQUIRE(err, K && alpha && info && shift_used && trace_K && min_shift && count >= 1 &&
+                          N >= 1 && ld_alpha >= N,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "cpu factor_solve: null argument, count = %d, N = %d or ld_alpha = %d", count,
+                 N, ld_alpha);
+    const size_t need = cpu_solve_workspace_bytes(N);
+    FNGD_REQUIRE(err, call->ws && call->ws_bytes >= need, FNGD_ERROR_INTERNAL,
+                 "cpu factor_solve: workspace of %zu bytes, %zu needed", call->ws_bytes, need);
+    const size_t nn = (size_t)N * N;
+    /* A NaN anywhere fails the whole call before any alpha is written (backend.h contract). */
+    for (size_t k = 0; k < (size_t)count * nn; ++k)
+        FNGD_REQUIRE(err, K[k] == K[k], FNGD_ERROR_BACKEND,
+                     "cpu factor_solve: Gram matrix %zu contains NaN", k / nn);
+    for (int s = 0; s < count; ++s)
+        FNGD_TRY(solve_one(K + (size_t)s * nn, N, damping_kind, damping, min_shift[s], rhs,
+                           range_filter, alpha + (size_t)s * ld_alpha, &info[s], &shift_used[s],
+                           &trace_K[s], call->ws, err));
     return FNGD_SUCCESS;
 }

@@ -75,8 +75,10 @@ static void reduce_norm(const fngd_layer_t* layer, const fngd_layer_batch_t* bat
 
 fngd_status_t cpu_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                 const fngd_layer_batch_t* batch, int N, const float* alpha,
-                                float scale, float* out_w, float* out_b, void* ws,
-                                size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err) {
+                                float scale, float* out_w, float* out_b, const fngd_call_t* call) {
+    void* ws = call->ws;
+    size_t ws_bytes = call->ws_bytes;
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, ctx && layer && batch && alpha && out_w && N >= 1,
                  FNGD_ERROR_INVALID_ARGUMENT, "cpu weighted_grad: null argument or N = %d < 1", N);
     FNGD_REQUIRE(err, batch->input && (layer->kind == FNGD_LAYER_GENERIC || batch->grad_output),

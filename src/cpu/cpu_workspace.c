@@ -152,9 +152,8 @@ static size_t gram_plan_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer
 }
 
 /* Max of the Gram plan (with the layer's method; both while it is still AUTO) and the
- * reduction plan. */
-size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N) {
-    if (!ctx || !layer || N < 1) return 0;
+ * reduction plan of one layer. */
+static size_t layer_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N) {
     size_t need;
     if (layer->method == FNGD_GRAM_AUTO &&
         (layer->kind == FNGD_LAYER_LINEAR || layer->kind == FNGD_LAYER_CONV2D)) {
@@ -170,4 +169,23 @@ size_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, i
         plan.bytes > need)
         need = plan.bytes;
     return need;
+}
+
+/* The op table's workspace query: the largest layer op and the solve (the solves of a batch
+ * run one after the other here, so they share one solve's workspace). */
+fngd_status_t cpu_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
+                                  int num_layers, int N, int solve_count, size_t* bytes,
+                                  const fngd_call_t* call) {
+    FNGD_REQUIRE(call->err, ctx && bytes && num_layers >= 0 && (num_layers == 0 || layers) &&
+                                N >= 1 && solve_count >= 0,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "cpu workspace_bytes: null argument, %d layers, N = %d or solve_count = %d",
+                 num_layers, N, solve_count);
+    size_t need = solve_count > 0 ? cpu_solve_workspace_bytes(N) : 0;
+    for (int l = 0; l < num_layers; ++l) {
+        size_t w = layer_bytes(ctx, &layers[l], N);
+        if (w > need) need = w;
+    }
+    *bytes = need;
+    return FNGD_SUCCESS;
 }

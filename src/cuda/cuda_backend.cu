@@ -1,8 +1,8 @@
-/* CUDA backend: the operation table, lifecycle (device binding, cuBLAS/cuSOLVER handles,
- * pinned scratch) and the memory operations. Every other operation lives in the file named
- * after it, as its CPU twin does (cuda_X.cu / cpu_X.c): cuda_check_finite.cu,
- * cuda_workspace.cu, cuda_gram.cu, cuda_solve.cu, cuda_solve_batched.cu, cuda_coefs.cu,
- * cuda_weighted.cu, cuda_sgd_update.cu, cuda_step_control.cu. */
+/* CUDA backend: the operation table, lifecycle (cuBLAS/cuSOLVER handles, pinned scratch), the
+ * call (device entered once per public call, library handles bound to its stream) and the
+ * memory operations. Every other operation lives in the file named after it, as its CPU twin
+ * does (cuda_X.cu / cpu_X.c): cuda_check_finite.cu, cuda_workspace.cu, cuda_gram.cu,
+ * cuda_solve.cu, cuda_coefs.cu, cuda_weighted.cu, cuda_sgd_update.cu, cuda_step_control.cu. */
 #include <stdlib.h>
 
 #include "cuda_common.h"
@@ -26,15 +26,45 @@ const char* fngd_cusolver_status_name(cusolverStatus_t s)
 
 fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_err_t* err)
 {
+    if (ctx->bound && ctx->bound_stream == stream) return FNGD_SUCCESS;
+    ctx->bound = 0; /* until both handles are on the new stream */
     FNGD_CUBLAS_TRY(err, cublasSetStream(ctx->blas, stream));
     /* cublasSetStream resets the workspace to cuBLAS's own pool: put ours back. */
     FNGD_CUBLAS_TRY(err, cublasSetWorkspace(ctx->blas, ctx->blas_ws, FNGD_CUDA_BLAS_WS_BYTES));
-    FNGD_CUBLAS_TRY(err, cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
     FNGD_CUSOLVER_TRY(err, cusolverDnSetStream(ctx->solver, stream));
+    ctx->bound_stream = stream;
+    ctx->bound = 1;
     return FNGD_SUCCESS;
 }
 
-static void cuda_destroy(fngd_backend_ctx_t* ctx)
+/* The CUDA runtime's current device is per host thread and belongs to the caller: a program
+ * that steps a handle on device 1 while its thread works on device 0 finds device 0 current
+ * afterwards. begin_call switches only when the device differs (the single-GPU case costs one
+ * cudaGetDevice) and records what to restore; a nested call finds the device current and
+ * records nothing. */
+static fngd_status_t fngd_cuda_begin_call(fngd_backend_ctx_t* ctx, fngd_call_t* call)
+{
+    call->restore_device = -1;
+    int current = -1;
+    cudaError_t e = cudaGetDevice(&current);
+    if (e == cudaSuccess && current != ctx->device) e = cudaSetDevice(ctx->device);
+    if (e != cudaSuccess)
+        return FNGD_FAIL(call->err, fngd_cuda_status(e),
+                         "entering CUDA device %d failed: %s (%s)", ctx->device,
+                         cudaGetErrorName(e), cudaGetErrorString(e));
+    if (current != ctx->device) call->restore_device = current;
+    return FNGD_SUCCESS;
+}
+
+/* A failed restore cannot be returned from here; it stays the thread's last CUDA error, where
+ * the caller's next cudaGetLastError finds it. */
+static void fngd_cuda_end_call(fngd_backend_ctx_t* ctx, fngd_call_t* call)
+{
+    if (call->restore_device >= 0) (void)cudaSetDevice(call->restore_device);
+    call->restore_device = -1;
+}
+
+static void fngd_cuda_destroy(fngd_backend_ctx_t* ctx)
 {
     if (!ctx) return;
     /* Best effort: if the device cannot be entered the frees below still run (device
@@ -49,7 +79,6 @@ static void cuda_destroy(fngd_backend_ctx_t* ctx)
     fngd_cuda_summary_destroy(ctx);
     if (ctx->scratch_dev) cudaFree(ctx->scratch_dev);
     if (ctx->scratch_host) cudaFreeHost(ctx->scratch_host);
-    if (ctx->solve_host) cudaFreeHost(ctx->solve_host);
     if (ctx->batch_host) cudaFreeHost(ctx->batch_host);
     if (ctx->solver) cusolverDnDestroy(ctx->solver);
     if (ctx->blas) cublasDestroy(ctx->blas);
@@ -79,34 +108,32 @@ static fngd_status_t cuda_create_into(const fngd_config_t* cfg, fngd_backend_ctx
     FNGD_CUBLAS_TRY(err, cublasSetWorkspace(ctx->blas, ctx->blas_ws, FNGD_CUDA_BLAS_WS_BYTES));
     FNGD_CUDA_TRY(err, cudaMalloc((void**)&ctx->scratch_dev, sizeof(fngd_cuda_scratch)));
     FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->scratch_host, sizeof(fngd_cuda_scratch)));
-    FNGD_CUDA_TRY(err, cudaMallocHost((void**)&ctx->solve_host, sizeof(fngd_cuda_solve_status)));
     FNGD_TRY(fngd_cuda_dnn_create(ctx, cfg, err));
     return fngd_cuda_ids_create(ctx, err);
 }
 
-static fngd_status_t cuda_create(const fngd_config_t* cfg, fngd_backend_ctx_t** out,
-                                 fngd_err_t* err)
+static fngd_status_t fngd_cuda_create(const fngd_config_t* cfg, fngd_backend_ctx_t** out,
+                                      fngd_err_t* err)
 {
     *out = NULL;
     fngd_backend_ctx_t* ctx = (fngd_backend_ctx_t*)calloc(1, sizeof(*ctx));
     FNGD_REQUIRE(err, ctx != NULL, FNGD_ERROR_OUT_OF_MEMORY, "out of host memory");
     const fngd_status_t s = cuda_create_into(cfg, ctx, err);
     if (s != FNGD_SUCCESS) {
-        cuda_destroy(ctx);
+        fngd_cuda_destroy(ctx);
         return s;
     }
     *out = ctx;
     return FNGD_SUCCESS;
 }
 
-static fngd_status_t cuda_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr,
-                                fngd_err_t* err)
+static fngd_status_t fngd_cuda_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr,
+                                     const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     *ptr = NULL;
     if (bytes == 0) bytes = 1;
     void* p = NULL;
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
     FNGD_CUDA_TRY(err, cudaMalloc(&p, bytes)); /* 256-byte aligned by the runtime */
     cudaError_t e = cudaMemsetAsync(p, 0, bytes, cudaStreamPerThread);
     if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamPerThread);
@@ -119,83 +146,54 @@ static fngd_status_t cuda_alloc(fngd_backend_ctx_t* ctx, size_t bytes, void** pt
     return FNGD_SUCCESS;
 }
 
-static void cuda_free(fngd_backend_ctx_t* ctx, void* ptr)
+/* May run outside a call (cleanup): enters the device itself, best effort as in destroy. */
+static void fngd_cuda_free(fngd_backend_ctx_t* ctx, void* ptr)
 {
     if (!ptr) return;
     fngd_cuda_device_guard dev;
-    (void)dev.enter(ctx->device, NULL); /* best effort, as in cuda_destroy */
+    (void)dev.enter(ctx->device, NULL);
     cudaFree(ptr);
 }
 
-static fngd_status_t cuda_upload(fngd_backend_ctx_t* ctx, void* dst, const void* host_src,
-                                 size_t bytes, fngd_stream_t stream, fngd_err_t* err)
+static fngd_status_t fngd_cuda_upload(fngd_backend_ctx_t* ctx, void* dst, const void* host_src,
+                                      size_t bytes, const fngd_call_t* call)
 {
     if (bytes == 0) return FNGD_SUCCESS;
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    fngd_err_t* err = call->err;
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s));
     FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
     return FNGD_SUCCESS;
 }
 
-static fngd_status_t cuda_download(fngd_backend_ctx_t* ctx, void* host_dst, const void* src,
-                                   size_t bytes, fngd_stream_t stream, fngd_err_t* err)
+static fngd_status_t fngd_cuda_download(fngd_backend_ctx_t* ctx, void* host_dst,
+                                        const void* src, size_t bytes, const fngd_call_t* call)
 {
     if (bytes == 0) return FNGD_SUCCESS;
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    fngd_err_t* err = call->err;
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_CUDA_TRY(err, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s));
     FNGD_CUDA_TRY(err, cudaStreamSynchronize(s));
     return FNGD_SUCCESS;
 }
 
-static fngd_status_t cuda_synchronize(fngd_backend_ctx_t* ctx, fngd_stream_t stream,
-                                      fngd_err_t* err)
+static fngd_status_t fngd_cuda_synchronize(fngd_backend_ctx_t* ctx, const fngd_call_t* call)
 {
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
-    FNGD_CUDA_TRY(err, cudaStreamSynchronize(fngd_cuda_stream(stream)));
+    FNGD_CUDA_TRY(call->err, cudaStreamSynchronize(fngd_cuda_stream(call->stream)));
     return FNGD_SUCCESS;
 }
 
-static fngd_status_t cuda_copy(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,
-                               fngd_stream_t stream, fngd_err_t* err)
+static fngd_status_t fngd_cuda_copy(fngd_backend_ctx_t* ctx, float* dst, const float* src,
+                                    int64_t n, const fngd_call_t* call)
 {
     if (n <= 0 || dst == src) return FNGD_SUCCESS;
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
-    FNGD_CUDA_TRY(err, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, fngd_cuda_stream(stream)));
+    FNGD_CUDA_TRY(call->err, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
+                                             cudaMemcpyDeviceToDevice,
+                                             fngd_cuda_stream(call->stream)));
     return FNGD_SUCCESS;
 }
 
-static const fngd_backend_ops_t fngd_cuda_ops = {
-    "cuda",
-    cuda_create,
-    cuda_destroy,
-    cuda_alloc,
-    cuda_free,
-    cuda_upload,
-    cuda_download,
-    cuda_synchronize,
-    fngd_cuda_workspace_bytes,
-    fngd_cuda_solver_workspace_bytes,
-    fngd_cuda_check_finite,
-    fngd_cuda_layer_gram,
-    fngd_cuda_factor_solve,
-    fngd_cuda_factor_solve_batched,
-    fngd_cuda_solver_batched_workspace_bytes,
-    fngd_cuda_scatter_coefs,
-    fngd_cuda_gather_coefs,
-    fngd_cuda_summarize_coefs,
-    fngd_cuda_weighted_grad,
-    fngd_cuda_sgd_update,
-    fngd_cuda_dot,
-    fngd_cuda_scale,
-    cuda_copy,
-};
+static const fngd_backend_ops_t fngd_cuda_ops = FNGD_BACKEND_OPS_TABLE("cuda", fngd_cuda);
 
 extern "C" const fngd_backend_ops_t* fngd_cuda_backend_ops(void) { return &fngd_cuda_ops; }
 

@@ -6,18 +6,16 @@
 #include "kernels/coefs.cuh"
 
 namespace {
-/* The part scatter and gather share: on the context's device, stage the host ids (if any)
+/* The part scatter and gather share: stage the host ids (if any)
  * into a ring slot, fill the key fields of the kernel parameters, launch, and release the
  * slot once the launch is enqueued (also when it failed). P's other fields are the caller's. */
 template <class Params>
 fngd_status_t launch_keyed(fngd_backend_ctx_t* ctx, Params& P,
                            cudaError_t (*launch)(const Params&, cudaStream_t), int nsets,
-                           const int64_t* ids, int64_t key_offset, int N, fngd_stream_t stream,
-                           fngd_err_t* err)
+                           const int64_t* ids, int64_t key_offset, int N, const fngd_call_t* call)
 {
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    fngd_err_t* err = call->err;
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     int slot = -1;
     FNGD_TRY(fngd_cuda_stage_ids(ctx, ids, N, s, &P.ids, &slot, err));
     P.nsets = nsets;
@@ -32,9 +30,9 @@ fngd_status_t launch_keyed(fngd_backend_ctx_t* ctx, Params& P,
 
 fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                       int nsets, const int64_t* ids, int64_t key_offset, int N,
-                                      const float* alpha, int ld_alpha, fngd_stream_t stream,
-                                      fngd_err_t* err)
+                                      const float* alpha, int ld_alpha, const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     fngd_nvtx_range r("scatter");
     FNGD_REQUIRE(err, table && seen && alpha && N >= 0 && nsets >= 1 && ld_alpha >= N,
                  FNGD_ERROR_INVALID_ARGUMENT,
@@ -46,17 +44,16 @@ fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uin
     P.seen = seen;
     P.alpha = alpha;
     P.ld_alpha = ld_alpha;
-    return launch_keyed(ctx, P, fngd_launch_coef_scatter, nsets, ids, key_offset, N, stream,
-                        err);
+    return launch_keyed(ctx, P, fngd_launch_coef_scatter, nsets, ids, key_offset, N, call);
 }
 
 fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                      const uint8_t* seen, int nsets, const int64_t* ids,
                                      int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                      const float* fallback, float out_scale, float* out,
-                                     int ld_out, int64_t* fallback_count, fngd_stream_t stream,
-                                     fngd_err_t* err)
+                                     int ld_out, int64_t* fallback_count, const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     fngd_nvtx_range r("gather");
     FNGD_REQUIRE(err, table && seen && out && N >= 1 && nsets >= 1 && ld_out >= N,
                  FNGD_ERROR_INVALID_ARGUMENT,
@@ -74,8 +71,7 @@ fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table
     P.out = out;
     P.ld_out = ld_out;
     P.fallback_count = fallback_count;
-    return launch_keyed(ctx, P, fngd_launch_coef_gather, nsets, ids, key_offset, N, stream,
-                        err);
+    return launch_keyed(ctx, P, fngd_launch_coef_gather, nsets, ids, key_offset, N, call);
 }
 
 /* The summary buffers for nsets sets of blocks_per_set partials each (grown, never shrunk). */
@@ -112,17 +108,15 @@ void fngd_cuda_summary_destroy(fngd_backend_ctx_t* ctx)
 
 fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                         const uint8_t* seen, int64_t num_keys, int nsets,
-                                        fngd_coef_summary_t* out, fngd_stream_t stream,
-                                        fngd_err_t* err)
+                                        fngd_coef_summary_t* out, const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     fngd_nvtx_range r("summary");
     FNGD_REQUIRE(err, table && seen && out && num_keys >= 0 && nsets >= 1,
                  FNGD_ERROR_INVALID_ARGUMENT,
                  "cuda summarize_coefs: bad argument (num_keys %lld, nsets %d)",
                  (long long)num_keys, nsets);
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     /* About FNGD_CUDA_SUMMARY_BLOCKS blocks in all (enough to fill the GPU), at least one per
      * set, never more per set than its keys need. */
     int64_t per_set = (num_keys + 255) / 256;

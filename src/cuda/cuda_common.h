@@ -26,16 +26,6 @@ struct fngd_cuda_scratch {
 /* summarize_coefs: at most this many partial blocks per set, and about this many in all. */
 #define FNGD_CUDA_SUMMARY_BLOCKS 256
 
-/* Status of factor_solve, written on the device (in the solver workspace) and read back. */
-struct fngd_cuda_solve_status {
-    int potrf_info;
-    int potrs_info;
-    int nan;   /* the damped Gram held a NaN (see kernels/damping.cuh) */
-    int pad_;
-    double trace;
-    double shift;
-};
-
 struct fngd_backend_ctx {
     int device;
     int max_batch;
@@ -46,12 +36,15 @@ struct fngd_backend_ctx {
      * that stream capture never makes cuBLAS allocate one per captured graph. Work of one
      * handle on two streams at once would share it: one handle serves one thread, in order. */
     void* blas_ws;
+    /* The stream both library handles are bound to (fngd_cuda_bind), valid once bound != 0:
+     * a call on the same stream as the last one rebinds nothing. */
+    cudaStream_t bound_stream;
+    int bound;
 
     struct fngd_cuda_scratch* scratch_dev;    /* device */
     struct fngd_cuda_scratch* scratch_host;   /* pinned mirror */
-    struct fngd_cuda_solve_status* solve_host;/* pinned */
-    /* Pinned staging of factor_solve_batched (per-matrix floors up, statuses down), grown on
-     * demand and kept: the batched solve is blocking, so nothing else uses it in between. */
+    /* Pinned staging of factor_solve (per-matrix floors up, statuses down), grown on demand
+     * and kept: the solve is blocking, so nothing else uses it in between. */
     void* batch_host;
     size_t batch_host_bytes;
     /* summarize_coefs' partials and per-set results (device) and the results' pinned mirror,
@@ -115,8 +108,10 @@ const char* fngd_cusolver_status_name(cusolverStatus_t s);
                              fngd_cusolver_status_name(fngd_s_));                             \
     } while (0)
 
-/* Bind both library handles to the caller's stream; Gram/solve path in full FP32/FP64
- * (no TF32). The caller has entered ctx->device (fngd_cuda_device_guard). */
+/* Bind both library handles (cuBLAS with the context's workspace, cuSOLVER) to `stream`, only
+ * when it differs from the stream they are bound to. The math mode stays cuBLAS's default
+ * (full FP32 on the Gram/solve path): the one op that switches to TF32 restores it
+ * (cuda_weighted.cu). Runs inside a call (the device is current). */
 fngd_status_t fngd_cuda_bind(fngd_backend_ctx_t* ctx, cudaStream_t stream, fngd_err_t* err);
 
 /* Workspace carving: successive 256-byte aligned pieces of one buffer. */
@@ -140,60 +135,45 @@ struct fngd_nvtx_range {
     fngd_nvtx_range& operator=(const fngd_nvtx_range&) = delete;
 };
 
-/* The per-op entry points (one file each); the table lives in cuda_backend.cu. */
-size_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
-size_t fngd_cuda_solver_workspace_bytes(fngd_backend_ctx_t* ctx, int N);
+/* The per-op entry points (one file each, the signatures of src/host/backend.h); the table
+ * lives in cuda_backend.cu. Each runs inside a call (begin_call entered the device). */
+fngd_status_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
+                                        int num_layers, int N, int solve_count, size_t* bytes,
+                                        const fngd_call_t* call);
 fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                    const fngd_layer_batch_t* batch, int N, float scale, float* K,
-                                   int accumulate, void* ws, size_t ws_bytes,
-                                   fngd_stream_t stream, fngd_err_t* err);
-fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int N,
+                                   int accumulate, const fngd_call_t* call);
+fngd_status_t fngd_cuda_factor_solve(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
                                      fngd_damping_kind_t damping_kind, double damping,
-                                     double min_shift, const float* rhs, int range_filter,
-                                     float* alpha, int* info, double* shift_used,
-                                     double* trace_K, void* ws, size_t ws_bytes,
-                                     fngd_stream_t stream, fngd_err_t* err);
-/* Lwork (in doubles, as cuSOLVER reports it) of the lower-triangular Dpotrf of order N.
- * The query reads only the sizes; A is any valid device pointer (it is not dereferenced). */
-fngd_status_t fngd_cuda_potrf_lwork(fngd_backend_ctx_t* ctx, int N, double* A, int* lwork,
-                                    fngd_err_t* err);
-size_t fngd_cuda_solver_batched_workspace_bytes(fngd_backend_ctx_t* ctx, int N, int count);
-fngd_status_t fngd_cuda_factor_solve_batched(fngd_backend_ctx_t* ctx, const float* K, int count,
-                                             int N, fngd_damping_kind_t damping_kind,
-                                             double damping, const double* min_shift,
-                                             const float* rhs, int range_filter, float* alpha,
-                                             int ld_alpha, int* info, double* shift_used,
-                                             double* trace_K, void* ws, size_t ws_bytes,
-                                             fngd_stream_t stream, fngd_err_t* err);
+                                     const double* min_shift, const float* rhs, int range_filter,
+                                     float* alpha, int ld_alpha, int* info, double* shift_used,
+                                     double* trace_K, const fngd_call_t* call);
 fngd_status_t fngd_cuda_dot(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
-                            float* out, fngd_stream_t stream, fngd_err_t* err);
+                            float* out, const fngd_call_t* call);
 fngd_status_t fngd_cuda_scale(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s,
-                              fngd_stream_t stream, fngd_err_t* err);
+                              const fngd_call_t* call);
 fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                       const fngd_layer_batch_t* batch, int N, const float* alpha,
-                                      float scale, float* out_w, float* out_b, void* ws,
-                                      size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+                                      float scale, float* out_w, float* out_b,
+                                      const fngd_call_t* call);
 fngd_status_t fngd_cuda_scatter_coefs(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                       int nsets, const int64_t* ids, int64_t key_offset, int N,
-                                      const float* alpha, int ld_alpha, fngd_stream_t stream,
-                                      fngd_err_t* err);
+                                      const float* alpha, int ld_alpha, const fngd_call_t* call);
 fngd_status_t fngd_cuda_gather_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                      const uint8_t* seen, int nsets, const int64_t* ids,
                                      int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                      const float* fallback, float out_scale, float* out,
-                                     int ld_out, int64_t* fallback_count, fngd_stream_t stream,
-                                     fngd_err_t* err);
+                                     int ld_out, int64_t* fallback_count,
+                                     const fngd_call_t* call);
 fngd_status_t fngd_cuda_summarize_coefs(fngd_backend_ctx_t* ctx, const float* table,
                                         const uint8_t* seen, int64_t num_keys, int nsets,
-                                        fngd_coef_summary_t* out, fngd_stream_t stream,
-                                        fngd_err_t* err);
+                                        fngd_coef_summary_t* out, const fngd_call_t* call);
 void fngd_cuda_summary_destroy(fngd_backend_ctx_t* ctx);
 fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
-                                     int count, int* nonfinite, fngd_stream_t stream,
-                                     fngd_err_t* err);
+                                     int count, int* nonfinite, const fngd_call_t* call);
 fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                                    int count, float lr, float momentum, float weight_decay,
-                                   fngd_stream_t stream, fngd_err_t* err);
+                                   const fngd_call_t* call);
 
 /* Id staging (cuda_ids.cu): device copy of host ids (NULL when ids is NULL) in ring slot
  * *slot (-1: none to release); release after enqueueing the kernel that reads it. */

@@ -132,14 +132,14 @@ fngd_status_t gram_position(fngd_backend_ctx_t* ctx, const fngd_layer_t* L,
 
 fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                    const fngd_layer_batch_t* batch, int N, float scale, float* K,
-                                   int accumulate, void* ws, size_t ws_bytes,
-                                   fngd_stream_t stream, fngd_err_t* err)
+                                   int accumulate, const fngd_call_t* call)
 {
+    void* ws = call->ws;
+    const size_t ws_bytes = call->ws_bytes;
+    fngd_err_t* err = call->err;
     fngd_nvtx_range r("gram");
     FNGD_REQUIRE(err, N > 0, FNGD_ERROR_INVALID_ARGUMENT, "layer_gram: N = %d", N);
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     fngd_gram_plan plan = fngd_cuda_plan_gram(layer, N, ws_bytes);
     if (plan.bytes > ws_bytes) plan = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET);

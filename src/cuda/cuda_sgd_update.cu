@@ -8,8 +8,9 @@
  * (FNGD_SGD_MAX_TENSORS per launch, passed by value: no upload, capture-safe). */
 fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                                    int count, float lr, float momentum, float weight_decay,
-                                   fngd_stream_t stream, fngd_err_t* err)
+                                   const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     fngd_nvtx_range r("update");
     FNGD_REQUIRE(err, count >= 0 && (count == 0 || tensors), FNGD_ERROR_INVALID_ARGUMENT,
                  "cuda sgd_update: %d tensors, list %p", count, (const void*)tensors);
@@ -22,8 +23,7 @@ fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_te
                      "cuda sgd_update: tensor %d: momentum %g without a momentum buffer", t,
                      (double)momentum);
     }
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     fngd_sgd_params P;
     memset(&P, 0, sizeof(P));
     P.lr = lr;
@@ -37,10 +37,10 @@ fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_te
         d.mom = tensors[t].mom; /* NULL: no momentum buffer, the step uses d itself */
         d.n = tensors[t].n;
         if (P.num_tensors == FNGD_SGD_MAX_TENSORS) {
-            FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, fngd_cuda_stream(stream)));
+            FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, s));
             P.num_tensors = 0;
         }
     }
-    if (P.num_tensors > 0) FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, fngd_cuda_stream(stream)));
+    if (P.num_tensors > 0) FNGD_CUDA_TRY(err, fngd_launch_sgd_update(P, s));
     return FNGD_SUCCESS;
 }

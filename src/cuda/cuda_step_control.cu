@@ -6,14 +6,13 @@
 #include "cuda_common.h"
 
 fngd_status_t fngd_cuda_dot(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
-                            float* out, fngd_stream_t stream, fngd_err_t* err)
+                            float* out, const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, out && n >= 0 && n <= INT_MAX && (n == 0 || (x && y)),
                  FNGD_ERROR_INVALID_ARGUMENT, "cuda dot: null buffer or n = %lld",
                  (long long)n);
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     if (n == 0) {
         FNGD_CUDA_TRY(err, cudaMemsetAsync(out, 0, sizeof(float), s));
         return FNGD_SUCCESS;
@@ -28,14 +27,13 @@ fngd_status_t fngd_cuda_dot(fngd_backend_ctx_t* ctx, const float* x, const float
 }
 
 fngd_status_t fngd_cuda_scale(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s_value,
-                              fngd_stream_t stream, fngd_err_t* err)
+                              const fngd_call_t* call)
 {
+    fngd_err_t* err = call->err;
     FNGD_REQUIRE(err, n >= 0 && n <= INT_MAX && (n == 0 || x), FNGD_ERROR_INVALID_ARGUMENT,
                  "cuda scale: null buffer or n = %lld", (long long)n);
     if (n == 0) return FNGD_SUCCESS;
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     FNGD_CUBLAS_TRY(err, cublasSscal(ctx->blas, (int)n, &s_value, x, 1));
     return FNGD_SUCCESS;

@@ -31,8 +31,9 @@ fngd_status_t weighted_bias(const fngd_layer_t* L, const float* go, int N, const
 }
 
 /* cuBLAS math mode of the weight-gradient GEMMs for the guard's scope: TF32 tensor ops when
- * the configuration allows them, else the default (FP32) math; the Gram and solve path that
- * follows on this handle gets the default back (fngd_cuda_bind sets it too). */
+ * the configuration allows them, else the default (FP32) math. The guard puts the default
+ * back on every return path: the Gram and solve ops that follow on this handle rely on it
+ * (fngd_cuda_bind does not reset the math mode). */
 struct blas_math_scope {
     cublasHandle_t h;
     bool set = false;
@@ -110,9 +111,12 @@ fngd_status_t weighted_gemm(fngd_backend_ctx_t* ctx, const fngd_layer_t* L,
 
 fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                       const fngd_layer_batch_t* batch, int N, const float* alpha,
-                                      float scale, float* out_w, float* out_b, void* ws,
-                                      size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err)
+                                      float scale, float* out_w, float* out_b,
+                                      const fngd_call_t* call)
 {
+    void* ws = call->ws;
+    const size_t ws_bytes = call->ws_bytes;
+    fngd_err_t* err = call->err;
     fngd_nvtx_range r("reduce");
     FNGD_REQUIRE(err, ctx && layer && batch && alpha && out_w && N >= 1,
                  FNGD_ERROR_INVALID_ARGUMENT,
@@ -121,9 +125,7 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
                  FNGD_ERROR_INVALID_ARGUMENT, "cuda weighted_grad: batch input/grad_output is NULL");
     FNGD_REQUIRE(err, layer->n_bias == 0 || out_b, FNGD_ERROR_INVALID_ARGUMENT,
                  "cuda weighted_grad: layer has a bias but out_b is NULL");
-    const cudaStream_t s = fngd_cuda_stream(stream);
-    fngd_cuda_device_guard dev;
-    FNGD_TRY(dev.enter(ctx->device, err));
+    const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     const fngd_layer_t* L = layer;
 

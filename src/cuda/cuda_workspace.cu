@@ -1,5 +1,6 @@
 /* Workspace planning shared by layer_gram, weighted_grad and workspace_bytes. */
 #include "cuda_cudnn.h"
+#include "cuda_solve.h"
 #include "cuda_plan.h"
 #include "kernels/alpha_scale.cuh"
 
@@ -125,9 +126,8 @@ fngd_weighted_plan fngd_cuda_plan_weighted(const fngd_layer_t* L, int N, size_t 
  * N, so fngd_prepare / fngd_get_workspace_size choose the algorithm) the scaled output
  * gradient, bias partials and cuDNN's own workspace; else the im2col / staging plan, plus the
  * bias partial sums of a single-chunk LINEAR layer (cuda_weighted.cu). */
-size_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N)
+static size_t layer_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N)
 {
-    if (N <= 0) return 0;
     const size_t g = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET).bytes;
     const fngd_weighted_plan wp = fngd_cuda_plan_weighted(layer, N, FNGD_CUDA_WS_TARGET);
     size_t w = wp.bytes;
@@ -141,4 +141,25 @@ size_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* la
         if (cp.usable) w = cp.bytes;
     }
     return g > w ? g : w;
+}
+
+/* The op table's one workspace query: the largest layer op and the solve of solve_count
+ * matrices (cuda_solve.cu, on the path the solve will take). */
+fngd_status_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
+                                        int num_layers, int N, int solve_count, size_t* bytes,
+                                        const fngd_call_t* call)
+{
+    FNGD_REQUIRE(call->err, ctx && bytes && num_layers >= 0 && (num_layers == 0 || layers) &&
+                                N >= 1 && solve_count >= 0,
+                 FNGD_ERROR_INVALID_ARGUMENT,
+                 "cuda workspace_bytes: null argument, %d layers, N = %d or solve_count = %d",
+                 num_layers, N, solve_count);
+    size_t need = 0;
+    FNGD_TRY(fngd_cuda_solve_bytes(ctx, N, solve_count, FNGD_CUDA_CHOL_AUTO, &need, call->err));
+    for (int l = 0; l < num_layers; ++l) {
+        const size_t w = layer_bytes(ctx, &layers[l], N);
+        if (w > need) need = w;
+    }
+    *bytes = need;
+    return FNGD_SUCCESS;
 }

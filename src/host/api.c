@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "call.h"
 #include "epoch.h"
 #include "handle.h"
 #include "nvtx_range.h"
@@ -231,8 +232,12 @@ fngd_status_t fngd_destroy(fngd_handle_t handle) {
     /* The handle's work is ordered on the stream of its last enqueuing call: wait for that
      * stream only (a failure here, e.g. a stream the caller already destroyed, is ignored:
      * destroy cannot fail). */
-    if (handle->prepared) (void)handle->ops->synchronize(handle->ctx, handle->last_stream,
-                                                         &handle->err);
+    if (handle->prepared) {
+        fngd_call_t call;
+        if (fngd_call_begin(handle, handle->last_stream, &call) == FNGD_SUCCESS)
+            (void)handle->ops->synchronize(handle->ctx, &call);
+        fngd_call_end(handle, &call);
+    }
     fngd_release_backend_memory(handle);
     if (handle->ctx) handle->ops->destroy(handle->ctx);
     fngd_host_free(handle->layers);

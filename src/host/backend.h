@@ -3,9 +3,11 @@
  * computes (host for CPU, device for CUDA); host pointers are marked as such.
  *
  * Contract for every operation:
- * - returns FNGD_SUCCESS or an error status; on error it has written a message into `err`
- *   (fngd_errf) and has not written to any output except workspace;
- * - enqueues its work on `stream` (CUDA) and does not block unless it says so;
+ * - runs inside a call (begin_call .. end_call) and reads stream, workspace and error sink
+ *   from its fngd_call_t;
+ * - returns FNGD_SUCCESS or an error status; on error it has written a message into
+ *   call->err (fngd_errf) and has not written to any output except workspace;
+ * - enqueues its work on call->stream (CUDA) and does not block unless it says so;
  * - never allocates in the reuse-phase operations (gather, weighted_grad, sgd_update).
  */
 #ifndef FNGD_HOST_BACKEND_H
@@ -44,72 +46,83 @@ typedef struct fngd_coef_summary {
     double min, max, sum;
 } fngd_coef_summary_t;
 
+/* What every operation of one public call shares, in one struct (as NCCL passes a call's
+ * arguments): the caller's stream, the handle's workspace and the error sink. The host fills
+ * it once per public entry point (src/host/call.h); the operations only read it. */
+typedef struct fngd_call {
+    fngd_stream_t stream;  /* NULL: the backend's default stream */
+    void* ws;              /* workspace (backend memory) of ws_bytes, NULL before prepare */
+    size_t ws_bytes;
+    fngd_err_t* err;       /* a failing operation writes its message here (fngd_errf) */
+    int restore_device;    /* begin_call/end_call's own: the caller's device, or -1 */
+} fngd_call_t;
+
 typedef struct fngd_backend_ops {
     const char* name;
 
-    /* Lifecycle. create binds the device (CUDA) and creates library handles. */
+    /* Lifecycle. create enters the device (CUDA) and creates library handles; it and destroy
+     * are the only operations that need no open call. */
     fngd_status_t (*create)(const fngd_config_t* cfg, fngd_backend_ctx_t** ctx, fngd_err_t* err);
     void (*destroy)(fngd_backend_ctx_t* ctx);
 
-    /* Memory. alloc returns zero-filled memory, 256-byte aligned; blocking. */
-    fngd_status_t (*alloc)(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr, fngd_err_t* err);
+    /* One public call: begin_call makes the context's device current (CUDA: recording the
+     * caller's in call->restore_device), end_call switches back. Every operation below runs
+     * between the two. Calls nest (an inner begin finds the device current and records
+     * nothing); end_call after a failed begin_call does nothing. Library handles are bound to
+     * call->stream by the operations that use them, and rebound only when the stream differs
+     * from the one they were last bound to. */
+    fngd_status_t (*begin_call)(fngd_backend_ctx_t* ctx, fngd_call_t* call);
+    void (*end_call)(fngd_backend_ctx_t* ctx, fngd_call_t* call);
+
+    /* Memory. alloc returns zero-filled memory, 256-byte aligned; blocking. free is best
+     * effort and may also run outside a call (cleanup). */
+    fngd_status_t (*alloc)(fngd_backend_ctx_t* ctx, size_t bytes, void** ptr,
+                           const fngd_call_t* call);
     void (*free)(fngd_backend_ctx_t* ctx, void* ptr);
     /* Blocking copies between host memory and backend memory. */
     fngd_status_t (*upload)(fngd_backend_ctx_t* ctx, void* dst, const void* host_src,
-                            size_t bytes, fngd_stream_t stream, fngd_err_t* err);
+                            size_t bytes, const fngd_call_t* call);
     fngd_status_t (*download)(fngd_backend_ctx_t* ctx, void* host_dst, const void* src,
-                              size_t bytes, fngd_stream_t stream, fngd_err_t* err);
-    fngd_status_t (*synchronize)(fngd_backend_ctx_t* ctx, fngd_stream_t stream, fngd_err_t* err);
+                              size_t bytes, const fngd_call_t* call);
+    fngd_status_t (*synchronize)(fngd_backend_ctx_t* ctx, const fngd_call_t* call);
 
-    /* Workspace bytes that layer_gram / weighted_grad / factor_solve need for a batch of N
-     * with the layer's resolved method (max over the three is what the host reserves). */
-    size_t (*workspace_bytes)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N);
-    size_t (*solver_workspace_bytes)(fngd_backend_ctx_t* ctx, int N);
+    /* The one workspace query: *bytes = the workspace that layer_gram and weighted_grad need
+     * for a batch of N on each of layers[0..num_layers) (with its resolved method) and that
+     * factor_solve needs for solve_count matrices of order N (0: no solve), whichever is
+     * largest. An op may be given less than its share only by a caller that queried less. */
+    fngd_status_t (*workspace_bytes)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
+                                     int num_layers, int N, int solve_count, size_t* bytes,
+                                     const fngd_call_t* call);
 
     /* Check every array of the host list arrays[0..count) for NaN or Inf: *nonfinite = 0 if
      * all are finite, else 1 + the index of an array that is not (CPU: the first such). One
      * blocking result for the whole list (one synchronisation on a GPU). */
     fngd_status_t (*check_finite)(fngd_backend_ctx_t* ctx, const fngd_array_ref_t* arrays,
-                                  int count, int* nonfinite, fngd_stream_t stream,
-                                  fngd_err_t* err);
+                                  int count, int* nonfinite, const fngd_call_t* call);
 
     /* K (N x N, row-major, symmetric, both triangles written) = scale^2 * Gram of the layer's
      * per-sample gradients on this batch, using layer->method; with accumulate != 0 adds to K
      * instead. scale converts the caller's gradients to per-sample ones (N or 1). */
     fngd_status_t (*layer_gram)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                 const fngd_layer_batch_t* batch, int N, float scale, float* K,
-                                int accumulate, void* ws, size_t ws_bytes, fngd_stream_t stream,
-                                fngd_err_t* err);
+                                int accumulate, const fngd_call_t* call);
 
-    /* Damped Cholesky solve in double precision:
-     *   shift = damping_kind == TRACE_RELATIVE ? damping * trace(K) : N * damping
-     *   shift = max(shift, min_shift)
-     *   x = (K + shift I)^-1 r,   r = rhs (N floats, backend memory) or all ones if NULL
-     *   alpha = x, or with range_filter != 0 (FNGD_FILTER_RANGE) the same factor applied twice:
-     *   alpha = x - shift (K + shift I)^-1 x = (K + shift I)^-1 K x.
-     * Writes *info (host): 0 on success, > 0 if not positive definite (alpha then untouched),
-     * *shift_used and *trace_K (host). Blocking (it reads the factorization status). */
-    fngd_status_t (*factor_solve)(fngd_backend_ctx_t* ctx, const float* K, int N,
+    /* Damped Cholesky solves in double precision of `count` Gram matrices of order N (global
+     * mode: one; per-layer mode: one per layer, so a backend can use one batched
+     * factorization and one blocking status read). For matrix s, K_s = K + s*N*N:
+     *   shift = damping_kind == TRACE_RELATIVE ? damping * trace(K_s) : N * damping
+     *   shift = max(shift, min_shift[s])
+     *   x = (K_s + shift I)^-1 r,   r = rhs (N floats, backend memory, shared) or all ones
+     *   alpha_s = x, or with range_filter != 0 (FNGD_FILTER_RANGE) the same factor applied
+     *   twice: alpha_s = x - shift (K_s + shift I)^-1 x = (K_s + shift I)^-1 K_s x,
+     * written to alpha + s*ld_alpha. info[s] (host): 0 on success, > 0 if not positive
+     * definite (alpha_s then untouched); shift_used[s], trace_K[s] (host). A NaN in any
+     * matrix fails the call before any alpha is written. Blocking (it reads the statuses). */
+    fngd_status_t (*factor_solve)(fngd_backend_ctx_t* ctx, const float* K, int count, int N,
                                   fngd_damping_kind_t damping_kind, double damping,
-                                  double min_shift, const float* rhs, int range_filter,
-                                  float* alpha, int* info,
-                                  double* shift_used, double* trace_K, void* ws, size_t ws_bytes,
-                                  fngd_stream_t stream, fngd_err_t* err);
-
-    /* factor_solve for `count` Gram matrices of equal size N at once (per-layer mode: one per
-     * layer), so a backend can use one batched factorization and one blocking status read:
-     * matrix s is K + s*N*N; its result goes to alpha + s*ld_alpha (untouched if info[s] > 0);
-     * min_shift, info, shift_used and trace_K are host arrays of `count`; rhs is shared.
-     * solver_batched_workspace_bytes(N, count) is what it needs. Blocking. */
-    fngd_status_t (*factor_solve_batched)(fngd_backend_ctx_t* ctx, const float* K, int count,
-                                          int N, fngd_damping_kind_t damping_kind,
-                                          double damping, const double* min_shift,
-                                          const float* rhs, int range_filter, float* alpha,
-                                          int ld_alpha,
-                                          int* info, double* shift_used, double* trace_K,
-                                          void* ws, size_t ws_bytes, fngd_stream_t stream,
-                                          fngd_err_t* err);
-    size_t (*solver_batched_workspace_bytes)(fngd_backend_ctx_t* ctx, int N, int count);
+                                  const double* min_shift, const float* rhs, int range_filter,
+                                  float* alpha, int ld_alpha, int* info, double* shift_used,
+                                  double* trace_K, const fngd_call_t* call);
 
     /* The coefficient table, all nsets sets of a batch in one call. Per-sample keys:
      * key_i = ids ? ids[i] : key_offset + i (ids: host memory, validated: in range, distinct).
@@ -118,8 +131,7 @@ typedef struct fngd_backend_ops {
      * seen[key_i] = 1. ld_alpha >= N. */
     fngd_status_t (*scatter_coefs)(fngd_backend_ctx_t* ctx, float* table, uint8_t* seen,
                                    int nsets, const int64_t* ids, int64_t key_offset, int N,
-                                   const float* alpha, int ld_alpha, fngd_stream_t stream,
-                                   fngd_err_t* err);
+                                   const float* alpha, int ld_alpha, const fngd_call_t* call);
     /* gather: for every set s and i < N, out[s * ld_out + i] = out_scale *
      * (seen[key_i] ? table[key_i * nsets + s] : fallback_value(s)), fallback_value(s) =
      * fallback[s] (STORED_MEAN, nsets floats of backend memory) or 1/N (UNIFORM);
@@ -129,24 +141,22 @@ typedef struct fngd_backend_ops {
                                   const uint8_t* seen, int nsets, const int64_t* ids,
                                   int64_t key_offset, int N, fngd_fallback_t fallback_kind,
                                   const float* fallback, float out_scale, float* out, int ld_out,
-                                  int64_t* fallback_count, fngd_stream_t stream,
-                                  fngd_err_t* err);
+                                  int64_t* fallback_count, const fngd_call_t* call);
     /* summarize: out[s] (host array of nsets) = summary of table[key * nsets + s] over the
      * keys < num_keys with seen[key] != 0; an empty set reports count 0 and zeros. min and max
      * follow a sequential scan in key order (a NaN at the lowest seen key makes both NaN, a
      * NaN later is skipped); the sum takes every value. Blocking (one synchronisation). */
     fngd_status_t (*summarize_coefs)(fngd_backend_ctx_t* ctx, const float* table,
                                      const uint8_t* seen, int64_t num_keys, int nsets,
-                                     fngd_coef_summary_t* out, fngd_stream_t stream,
-                                     fngd_err_t* err);
+                                     fngd_coef_summary_t* out, const fngd_call_t* call);
 
     /* Direction of one layer: out_w (n_weight floats) and out_b (n_bias floats, if the layer
      * has one) = scale * sum_i alpha[i] * g_i, the coefficient-weighted per-sample gradient,
-     * formed as one reduction without per-sample gradients (METHOD.md section 4, last part). */
+     * formed as one reduction without per-sample gradients (docs/METHOD.md section 4). */
     fngd_status_t (*weighted_grad)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                    const fngd_layer_batch_t* batch, int N, const float* alpha,
-                                   float scale, float* out_w, float* out_b, void* ws,
-                                   size_t ws_bytes, fngd_stream_t stream, fngd_err_t* err);
+                                   float scale, float* out_w, float* out_b,
+                                   const fngd_call_t* call);
 
     /* SGD with momentum, decoupled from preconditioning, for every tensor of the host array
      * tensors[0..count) in one pass (a backend may fuse them into one launch):
@@ -155,20 +165,36 @@ typedef struct fngd_backend_ops {
      * All tensors are validated before any is updated. */
     fngd_status_t (*sgd_update)(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                                 int count, float lr, float momentum, float weight_decay,
-                                fngd_stream_t stream, fngd_err_t* err);
+                                const fngd_call_t* call);
 
     /* Step-size control (fngd_step_control_t): *out (one float, backend memory) = sum_k
      * x[k] * y[k] over n floats, accumulated in double; enqueued, not blocking (read it back
      * with download). scale: x[0..n) *= s. */
     fngd_status_t (*dot)(fngd_backend_ctx_t* ctx, const float* x, const float* y, int64_t n,
-                         float* out, fngd_stream_t stream, fngd_err_t* err);
+                         float* out, const fngd_call_t* call);
     fngd_status_t (*scale)(fngd_backend_ctx_t* ctx, float* x, int64_t n, float s,
-                           fngd_stream_t stream, fngd_err_t* err);
+                           const fngd_call_t* call);
 
     /* dst[0..n) = src[0..n) (both backend memory). */
     fngd_status_t (*copy)(fngd_backend_ctx_t* ctx, float* dst, const float* src, int64_t n,
-                          fngd_stream_t stream, fngd_err_t* err);
+                          const fngd_call_t* call);
 } fngd_backend_ops_t;
+
+/* A backend's operation table, labelled by field, from functions named <prefix>_<field>
+ * (one list of fields for every backend: a backend that lacks an op does not compile). */
+#define FNGD_BACKEND_OPS_TABLE(label, prefix)                                                  \
+    {                                                                                          \
+        .name = label, .create = prefix##_create, .destroy = prefix##_destroy,                \
+        .begin_call = prefix##_begin_call, .end_call = prefix##_end_call,                     \
+        .alloc = prefix##_alloc, .free = prefix##_free, .upload = prefix##_upload,            \
+        .download = prefix##_download, .synchronize = prefix##_synchronize,                   \
+        .workspace_bytes = prefix##_workspace_bytes, .check_finite = prefix##_check_finite,   \
+        .layer_gram = prefix##_layer_gram, .factor_solve = prefix##_factor_solve,             \
+        .scatter_coefs = prefix##_scatter_coefs, .gather_coefs = prefix##_gather_coefs,       \
+        .summarize_coefs = prefix##_summarize_coefs, .weighted_grad = prefix##_weighted_grad, \
+        .sgd_update = prefix##_sgd_update, .dot = prefix##_dot, .scale = prefix##_scale,      \
+        .copy = prefix##_copy,                                                                \
+    }
 
 /* The backends compiled into this library. fngd_cuda_backend_ops() returns NULL when the
  * library was built without CUDA. */

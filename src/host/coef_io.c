@@ -17,6 +17,7 @@
 
 #include "alloc.h"
 #include "epoch.h"
+#include "call.h"
 #include "handle.h"
 #include "nvtx_range.h"
 
@@ -75,7 +76,8 @@ static fngd_status_t validate_import(fngd_handle_t h, int set, int64_t n, const 
 
 /* Single-set import with nsets > 1: every imported id must already be stored. One download
  * of the seen flags of the key range the ids span. */
-static fngd_status_t require_stored(fngd_handle_t h, int64_t m, const int64_t* kept_ids) {
+static fngd_status_t require_stored(fngd_handle_t h, int64_t m, const int64_t* kept_ids,
+                                    const fngd_call_t* call) {
     fngd_err_t* err = &h->err;
     int64_t lo = kept_ids[0], hi = kept_ids[0];
     for (int64_t i = 1; i < m; ++i) {
@@ -86,8 +88,7 @@ static fngd_status_t require_stored(fngd_handle_t h, int64_t m, const int64_t* k
     uint8_t* seen = fngd_host_alloc(rows, 64);
     FNGD_REQUIRE(err, seen, FNGD_ERROR_OUT_OF_MEMORY,
                  "cannot allocate %zu seen flags to check the import", rows);
-    fngd_status_t s = h->ops->download(h->ctx, seen, h->coef_seen + lo, rows, h->last_stream,
-                                       err);
+    fngd_status_t s = h->ops->download(h->ctx, seen, h->coef_seen + lo, rows, call);
     for (int64_t i = 0; s == FNGD_SUCCESS && i < m; ++i)
         if (!seen[kept_ids[i] - lo])
             s = FNGD_FAIL(err, FNGD_ERROR_INVALID_ARGUMENT,
@@ -100,9 +101,9 @@ static fngd_status_t require_stored(fngd_handle_t h, int64_t m, const int64_t* k
 
 /* Stage and scatter the m imported ids. */
 static fngd_status_t import_values(fngd_handle_t h, int set, int64_t m, const int64_t* keep,
-                                   const int64_t* kept_ids, const float* coefs) {
+                                   const int64_t* kept_ids, const float* coefs,
+                                   const fngd_call_t* call) {
     fngd_err_t* err = &h->err;
-    const fngd_stream_t stream = h->last_stream;
     const int64_t nsets = h->nsets, C = h->cfg.max_batch;
     const int64_t width = set == FNGD_ALL_SETS ? nsets : 1;
     /* Piece of P ids: a multiple of max_batch, at most FNGD_COEF_STAGE_FLOATS floats of all
@@ -120,7 +121,7 @@ static fngd_status_t import_values(fngd_handle_t h, int set, int64_t m, const in
         return FNGD_FAIL(err, FNGD_ERROR_OUT_OF_MEMORY,
                          "cannot allocate %zu floats to stage the import", stage_floats);
     const size_t stage_bytes = (stage_floats * sizeof(float) + 255) / 256 * 256;
-    FNGD_TRY_GOTO(s, h->ops->alloc(h->ctx, stage_bytes + 256, (void**)&stage, err));
+    FNGD_TRY_GOTO(s, h->ops->alloc(h->ctx, stage_bytes + 256, (void**)&stage, call));
     count = (int64_t*)(void*)((char*)stage + stage_bytes);
     for (int64_t p0 = 0; p0 < m; p0 += P) {
         const int64_t len = m - p0 < P ? m - p0 : P;
@@ -130,7 +131,7 @@ static fngd_status_t import_values(fngd_handle_t h, int set, int64_t m, const in
                 for (int64_t k = 0; k < nsets; ++k) host[k * P + j] = row[k];
             }
             FNGD_TRY_GOTO(s, h->ops->upload(h->ctx, stage, host, stage_floats * sizeof(float),
-                                            stream, err));
+                                            call));
         } else {
             if (nsets > 1) /* the other sets' stored values, then this set's row */
                 for (int64_t c0 = 0; c0 < len; c0 += C) {
@@ -139,25 +140,27 @@ static fngd_status_t import_values(fngd_handle_t h, int set, int64_t m, const in
                                          h->ctx, h->coef_table, h->coef_seen, h->nsets,
                                          kept_ids + p0 + c0, 0, cn, h->cfg.fallback,
                                          h->coef_fallback, 1.0f, stage + c0, (int)P, count,
-                                         stream, err));
+                                         call));
                 }
             for (int64_t j = 0; j < len; ++j) host[j] = coefs[keep[p0 + j]];
             FNGD_TRY_GOTO(s, h->ops->upload(h->ctx, stage + (size_t)set * (size_t)P, host,
-                                            (size_t)len * sizeof(float), stream, err));
+                                            (size_t)len * sizeof(float), call));
         }
         for (int64_t c0 = 0; c0 < len; c0 += C) {
             const int cn = (int)(len - c0 < C ? len - c0 : C);
             FNGD_TRY_GOTO(s, h->ops->scatter_coefs(h->ctx, h->coef_table, h->coef_seen,
                                                    h->nsets, kept_ids + p0 + c0, 0, cn,
-                                                   stage + c0, (int)P, stream, err));
+                                                   stage + c0, (int)P, call));
         }
         /* The next piece's upload is ordered after these scatters on the same stream. */
     }
-    FNGD_TRY_GOTO(s, h->ops->synchronize(h->ctx, stream, err));
+    FNGD_TRY_GOTO(s, h->ops->synchronize(h->ctx, call));
 cleanup:
     if (stage) { /* on failure, pending scatters may still read it: wait, keep the message */
         fngd_err_t scratch;
-        if (s != FNGD_SUCCESS) (void)h->ops->synchronize(h->ctx, stream, &scratch);
+        fngd_call_t quiet = *call;
+        quiet.err = &scratch;
+        if (s != FNGD_SUCCESS) (void)h->ops->synchronize(h->ctx, &quiet);
         h->ops->free(h->ctx, stage);
     }
     fngd_host_free(host);
@@ -193,10 +196,14 @@ fngd_status_t fngd_set_coefficients(fngd_handle_t h, int set, int64_t n, const i
     if (s != FNGD_SUCCESS || m == 0) goto done;
     for (int64_t j = 0; j < m; ++j) kept_ids[j] = ids[keep[j]];
     fngd_nvtx_push("fngd_set_coefficients");
-    if (set != FNGD_ALL_SETS && h->nsets > 1) s = require_stored(h, m, kept_ids);
-    if (s == FNGD_SUCCESS) s = import_values(h, set, m, keep, kept_ids, coefs);
-    if (s == FNGD_SUCCESS) s = fngd_refresh_fallback(h, h->last_stream);
-    if (s == FNGD_SUCCESS) s = h->ops->synchronize(h->ctx, h->last_stream, err);
+    fngd_call_t call;
+    s = fngd_call_begin(h, h->last_stream, &call);
+    if (s == FNGD_SUCCESS && set != FNGD_ALL_SETS && h->nsets > 1)
+        s = require_stored(h, m, kept_ids, &call);
+    if (s == FNGD_SUCCESS) s = import_values(h, set, m, keep, kept_ids, coefs, &call);
+    if (s == FNGD_SUCCESS) s = fngd_refresh_fallback(h, &call);
+    if (s == FNGD_SUCCESS) s = h->ops->synchronize(h->ctx, &call);
+    fngd_call_end(h, &call);
     fngd_nvtx_pop();
 done:
     fngd_host_free(keep);

@@ -1,4 +1,5 @@
 /* The epoch state machine: the phase of an epoch and the transition at fngd_end_epoch. */
+#include "call.h"
 #include "epoch.h"
 #include "nvtx_range.h"
 
@@ -9,15 +10,15 @@ fngd_phase_t fngd_epoch_phase(const fngd_config_t* cfg, int epoch) {
 
 /* Refresh the per-set fallback means from the table (after a collect epoch, or an import):
  * one summary of every set (one synchronisation), one upload. */
-fngd_status_t fngd_refresh_fallback(fngd_handle_t h, fngd_stream_t stream) {
+fngd_status_t fngd_refresh_fallback(fngd_handle_t h, const fngd_call_t* call) {
     FNGD_TRY(h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen, h->cfg.num_samples,
-                                     h->nsets, h->coef_summary, stream, &h->err));
+                                     h->nsets, h->coef_summary, call));
     for (int set = 0; set < h->nsets; ++set) {
         const fngd_coef_summary_t* c = &h->coef_summary[set];
         h->fallback_host[set] = c->count > 0 ? (float)(c->sum / (double)c->count) : 0.0f;
     }
     return h->ops->upload(h->ctx, h->coef_fallback, h->fallback_host,
-                          (size_t)h->nsets * sizeof(float), stream, &h->err);
+                          (size_t)h->nsets * sizeof(float), call);
 }
 
 fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
@@ -27,9 +28,11 @@ fngd_status_t fngd_end_epoch(fngd_handle_t h, fngd_stream_t stream) {
                  "fngd_end_epoch: no step was taken in epoch %d", k->epoch);
     h->last_stream = stream;
     fngd_nvtx_push("fngd_end_epoch");
-    fngd_status_t s = FNGD_SUCCESS;
-    if (k->phase == FNGD_PHASE_COLLECT) s = fngd_refresh_fallback(h, stream);
-    if (s == FNGD_SUCCESS) s = h->ops->synchronize(h->ctx, stream, &h->err);
+    fngd_call_t call;
+    fngd_status_t s = fngd_call_begin(h, stream, &call);
+    if (s == FNGD_SUCCESS && k->phase == FNGD_PHASE_COLLECT) s = fngd_refresh_fallback(h, &call);
+    if (s == FNGD_SUCCESS) s = h->ops->synchronize(h->ctx, &call);
+    fngd_call_end(h, &call);
     if (s == FNGD_SUCCESS) {
         k->epoch++;
         k->steps_in_epoch = 0;

@@ -16,7 +16,7 @@ fngd_phase_t fngd_epoch_phase(const fngd_config_t* cfg, int epoch);
 /* Recompute the per-set fallback means (stored mean of each set) from the coefficient table
  * and upload them: after a collect epoch (fngd_end_epoch) and after an import
  * (fngd_set_coefficients). One summary of every set (one synchronisation), one upload. */
-fngd_status_t fngd_refresh_fallback(fngd_handle_t h, fngd_stream_t stream);
+fngd_status_t fngd_refresh_fallback(fngd_handle_t h, const fngd_call_t* call);
 
 /* Key offset of position keys for the current step (ids == NULL): step * max_batch. */
 static inline int64_t fngd_key_offset(fngd_handle_t h) {

@@ -1,29 +1,35 @@
 /* Freezing the layer set and allocating the backend memory a step needs. */
 #include "alloc.h"
+#include "call.h"
 #include "handle.h"
 #include "nvtx_range.h"
 #include "prepare.h"
 
 static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
-static size_t workspace_need(fngd_handle_t h) {
+/* The one workspace query over every layer and the solve of all coefficient sets (a reuse
+ * step's exact small layers solve fewer). */
+static fngd_status_t workspace_need(fngd_handle_t h, size_t* need, const fngd_call_t* call) {
     int nsets = h->cfg.coef_mode == FNGD_COEF_GLOBAL ? 1 : h->num_layers;
-    size_t need = h->ops->solver_workspace_bytes(h->ctx, h->cfg.max_batch);
-    size_t batched = h->ops->solver_batched_workspace_bytes(h->ctx, h->cfg.max_batch, nsets);
-    if (batched > need) need = batched;
-    for (int l = 0; l < h->num_layers; ++l) {
-        size_t w = h->ops->workspace_bytes(h->ctx, &h->layers[l], h->cfg.max_batch);
-        if (w > need) need = w;
-    }
-    return align256(need);
+    FNGD_TRY(h->ops->workspace_bytes(h->ctx, h->layers, h->num_layers, h->cfg.max_batch, nsets,
+                                     need, call));
+    *need = align256(*need);
+    return FNGD_SUCCESS;
+}
+
+static fngd_status_t workspace_size_in_call(fngd_handle_t h, size_t* bytes) {
+    fngd_call_t call;
+    fngd_status_t s = fngd_call_begin(h, NULL, &call);
+    if (s == FNGD_SUCCESS) s = workspace_need(h, bytes, &call);
+    fngd_call_end(h, &call);
+    return s;
 }
 
 fngd_status_t fngd_get_workspace_size(fngd_handle_t h, size_t* bytes) {
     FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, bytes, FNGD_ERROR_INVALID_ARGUMENT, "bytes is NULL");
     FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE, "no layer registered yet");
-    *bytes = workspace_need(h);
-    return FNGD_SUCCESS;
+    return workspace_size_in_call(h, bytes);
 }
 
 fngd_status_t fngd_set_workspace(fngd_handle_t h, void* workspace, size_t bytes) {
@@ -35,7 +41,8 @@ fngd_status_t fngd_set_workspace(fngd_handle_t h, void* workspace, size_t bytes)
                  "workspace must be 256-byte aligned");
     FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
                  "register the layers first (the size depends on them)");
-    size_t need = workspace_need(h);
+    size_t need = 0;
+    FNGD_TRY(workspace_size_in_call(h, &need));
     FNGD_REQUIRE(&h->err, bytes >= need, FNGD_ERROR_INVALID_ARGUMENT,
                  "workspace of %zu bytes is too small: %zu needed (fngd_get_workspace_size)",
                  bytes, need);
@@ -90,8 +97,9 @@ void fngd_release_backend_memory(fngd_handle_t h) {
     h->prepared = 0;
 }
 
-static fngd_status_t alloc_backend(fngd_handle_t h, void** p, size_t bytes) {
-    return h->ops->alloc(h->ctx, bytes, p, &h->err);
+static fngd_status_t alloc_backend(fngd_handle_t h, void** p, size_t bytes,
+                                   const fngd_call_t* call) {
+    return h->ops->alloc(h->ctx, bytes, p, call);
 }
 
 /* A layer whose per-sample gradients have at most max_batch entries has a rank-deficient Gram
@@ -102,7 +110,7 @@ static int is_small_layer(fngd_handle_t h, int l) {
 }
 
 /* The list of small layers and the buffers of the step-size control. */
-static fngd_status_t prepare_extras(fngd_handle_t h) {
+static fngd_status_t prepare_extras(fngd_handle_t h, const fngd_call_t* call) {
     const fngd_config_t* c = &h->cfg;
     size_t N = (size_t)c->max_batch, L = (size_t)h->num_layers;
     h->small_layers = fngd_host_alloc(L * sizeof(int), 64);
@@ -111,31 +119,27 @@ static fngd_status_t prepare_extras(fngd_handle_t h) {
     for (int l = 0; l < h->num_layers; ++l)
         if (is_small_layer(h, l)) h->small_layers[h->nsmall++] = l;
     if (h->nsmall > 0)
-        FNGD_TRY(alloc_backend(h, (void**)&h->small_alpha, (size_t)h->nsmall * N * sizeof(float)));
+        FNGD_TRY(alloc_backend(h, (void**)&h->small_alpha, (size_t)h->nsmall * N * sizeof(float),
+                               call));
     if (c->step_control == FNGD_STEP_NONE) return FNGD_SUCCESS;
     int64_t longest = 0;
     for (int l = 0; l < h->num_layers; ++l)
         if (h->layers[l].grad_len > longest) longest = h->layers[l].grad_len;
-    FNGD_TRY(alloc_backend(h, (void**)&h->plain_grad, (size_t)longest * sizeof(float)));
-    FNGD_TRY(alloc_backend(h, (void**)&h->dots, 6 * L * sizeof(float)));
-    FNGD_TRY(alloc_backend(h, (void**)&h->ones, N * sizeof(float)));
+    FNGD_TRY(alloc_backend(h, (void**)&h->plain_grad, (size_t)longest * sizeof(float), call));
+    FNGD_TRY(alloc_backend(h, (void**)&h->dots, 6 * L * sizeof(float), call));
+    FNGD_TRY(alloc_backend(h, (void**)&h->ones, N * sizeof(float), call));
     h->dots_host = fngd_host_alloc(6 * L * sizeof(float), 64);
     float* ones = fngd_host_alloc(N * sizeof(float), 64);
     fngd_status_t s = FNGD_SUCCESS;
     if (!h->dots_host || !ones)
         s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
     for (size_t i = 0; s == FNGD_SUCCESS && i < N; ++i) ones[i] = 1.0f;
-    if (s == FNGD_SUCCESS) s = h->ops->upload(h->ctx, h->ones, ones, N * sizeof(float), NULL, &h->err);
+    if (s == FNGD_SUCCESS) s = h->ops->upload(h->ctx, h->ones, ones, N * sizeof(float), call);
     fngd_host_free(ones);
     return s;
 }
 
-fngd_status_t fngd_prepare(fngd_handle_t h) {
-    FNGD_REQUIRE_HANDLE(h);
-    if (h->prepared) return FNGD_SUCCESS;
-    FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
-                 "no layer registered: call fngd_add_layer first");
-    fngd_nvtx_push("fngd_prepare");
+static fngd_status_t prepare_in_call(fngd_handle_t h, const fngd_call_t* call) {
     fngd_status_t s = FNGD_SUCCESS;
     const fngd_config_t* c = &h->cfg;
     size_t N = (size_t)c->max_batch;
@@ -145,23 +149,25 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
         s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "coefficient table size overflows");
         goto cleanup;
     }
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_table, ns * nsets * sizeof(float)));
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_seen, ns));
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_fallback, nsets * sizeof(float)));
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->fallback_count, sizeof(int64_t)));
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->gram, nsets * N * N * sizeof(float)));
-    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->alpha, nsets * N * sizeof(float)));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_table, ns * nsets * sizeof(float), call));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_seen, ns, call));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->coef_fallback, nsets * sizeof(float), call));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->fallback_count, sizeof(int64_t), call));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->gram, nsets * N * N * sizeof(float), call));
+    FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&h->alpha, nsets * N * sizeof(float), call));
     if (c->output == FNGD_OUTPUT_APPLY_SGD) {
         for (int l = 0; l < h->num_layers; ++l) {
             fngd_layer_t* L = &h->layers[l];
             size_t bytes = (size_t)L->grad_len * sizeof(float);
-            FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->direction, bytes));
-            if (c->momentum > 0) FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->momentum, bytes));
+            FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->direction, bytes, call));
+            if (c->momentum > 0)
+                FNGD_TRY_GOTO(s, alloc_backend(h, (void**)&L->momentum, bytes, call));
         }
     }
     if (h->workspace && !h->workspace_owned) {
         /* Layers added after fngd_set_workspace may need more than the caller gave. */
-        size_t need = workspace_need(h);
+        size_t need = 0;
+        FNGD_TRY_GOTO(s, workspace_need(h, &need, call));
         if (h->workspace_bytes < need) {
             s = FNGD_FAIL(&h->err, FNGD_ERROR_INVALID_STATE,
                           "the caller's workspace of %zu bytes is too small for the layers now "
@@ -171,8 +177,8 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
         }
     }
     if (!h->workspace) {
-        h->workspace_bytes = workspace_need(h);
-        FNGD_TRY_GOTO(s, alloc_backend(h, &h->workspace, h->workspace_bytes));
+        FNGD_TRY_GOTO(s, workspace_need(h, &h->workspace_bytes, call));
+        FNGD_TRY_GOTO(s, alloc_backend(h, &h->workspace, h->workspace_bytes, call));
         h->workspace_owned = 1;
     }
     h->id_scratch = fngd_host_alloc(N * sizeof(int64_t), 64);
@@ -191,10 +197,23 @@ fngd_status_t fngd_prepare(fngd_handle_t h) {
         s = FNGD_FAIL(&h->err, FNGD_ERROR_OUT_OF_MEMORY, "cannot allocate host scratch");
         goto cleanup;
     }
-    FNGD_TRY_GOTO(s, prepare_extras(h));
+    FNGD_TRY_GOTO(s, prepare_extras(h, call));
     h->prepared = 1;
 cleanup:
     if (s != FNGD_SUCCESS) fngd_release_backend_memory(h);
+    return s;
+}
+
+fngd_status_t fngd_prepare(fngd_handle_t h) {
+    FNGD_REQUIRE_HANDLE(h);
+    if (h->prepared) return FNGD_SUCCESS;
+    FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
+                 "no layer registered: call fngd_add_layer first");
+    fngd_nvtx_push("fngd_prepare");
+    fngd_call_t call;
+    fngd_status_t s = fngd_call_begin(h, NULL, &call);
+    if (s == FNGD_SUCCESS) s = prepare_in_call(h, &call);
+    fngd_call_end(h, &call);
     fngd_nvtx_pop();
     return s;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "call.h"
 #include "handle.h"
 #include "nvtx_range.h"
 
@@ -28,12 +29,15 @@ fngd_status_t fngd_get_stats(fngd_handle_t h, fngd_stats_t* stats) {
     out.coef_min = out.coef_max = out.coef_mean = NAN;
     if (h->prepared) {
         fngd_nvtx_push("fngd_get_stats");
-        fngd_status_t s = h->ops->download(h->ctx, &out.fallback_ids, h->fallback_count,
-                                           sizeof(int64_t), h->last_stream, &h->err);
+        fngd_call_t call;
+        fngd_status_t s = fngd_call_begin(h, h->last_stream, &call);
+        if (s == FNGD_SUCCESS)
+            s = h->ops->download(h->ctx, &out.fallback_ids, h->fallback_count, sizeof(int64_t),
+                                 &call);
         if (s == FNGD_SUCCESS)
             s = h->ops->summarize_coefs(h->ctx, h->coef_table, h->coef_seen,
-                                        h->cfg.num_samples, h->nsets, h->coef_summary,
-                                        h->last_stream, &h->err);
+                                        h->cfg.num_samples, h->nsets, h->coef_summary, &call);
+        fngd_call_end(h, &call);
         double sum = 0;
         int64_t count = 0;
         for (int set = 0; set < h->nsets && s == FNGD_SUCCESS; ++set) {
@@ -82,11 +86,15 @@ fngd_status_t fngd_get_coefficients(fngd_handle_t h, int set, int64_t n, const i
     if (!table || !seen)
         s = FNGD_FAIL(err, FNGD_ERROR_OUT_OF_MEMORY,
                       "cannot allocate %zu table rows to read the coefficients", rows);
-    if (s == FNGD_SUCCESS)
+    fngd_call_t call;
+    if (s == FNGD_SUCCESS) s = fngd_call_begin(h, h->last_stream, &call);
+    if (s == FNGD_SUCCESS) {
         s = h->ops->download(h->ctx, table, h->coef_table + lo * h->nsets,
-                             rows * nsets * sizeof(float), h->last_stream, err);
-    if (s == FNGD_SUCCESS)
-        s = h->ops->download(h->ctx, seen, h->coef_seen + lo, rows, h->last_stream, err);
+                             rows * nsets * sizeof(float), &call);
+        if (s == FNGD_SUCCESS)
+            s = h->ops->download(h->ctx, seen, h->coef_seen + lo, rows, &call);
+        fngd_call_end(h, &call);
+    }
     for (int64_t i = 0; s == FNGD_SUCCESS && i < n; ++i) {
         const size_t r = (size_t)(ids[i] - lo);
         if (set == FNGD_ALL_SETS) {

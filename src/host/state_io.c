@@ -9,6 +9,7 @@
 #include "crc32.h"
 #include "nvtx_range.h"
 #include "epoch.h"
+#include "call.h"
 #include "state_io.h"
 
 /* Sizes of one handle's image. */
@@ -111,14 +112,14 @@ static void section_header(fngd_wcursor_t* w, fngd_state_section_t id, uint32_t 
 /* A backend float array as a section payload: downloaded straight into the image, then made
  * little-endian. src NULL (handle not prepared yet) writes the zeros a prepare would give. */
 static fngd_status_t put_backend_floats(fngd_handle_t h, fngd_wcursor_t* w, const float* src,
-                                        uint64_t n) {
+                                        uint64_t n, const fngd_call_t* call) {
     uint8_t* b = fngd_w_take(w, (size_t)n * 4);
     if (!b) return FNGD_SUCCESS; /* the caller reports the overrun */
     if (!src) {
         memset(b, 0, (size_t)n * 4);
         return FNGD_SUCCESS;
     }
-    FNGD_TRY(h->ops->download(h->ctx, b, src, (size_t)n * 4, h->last_stream, &h->err));
+    FNGD_TRY(h->ops->download(h->ctx, b, src, (size_t)n * 4, call));
     floats_to_le(b, n);
     return FNGD_SUCCESS;
 }
@@ -160,12 +161,13 @@ static void put_layers(fngd_handle_t h, fngd_wcursor_t* w) {
     }
 }
 
-static fngd_status_t put_sections(fngd_handle_t h, fngd_wcursor_t* w, const state_plan_t* p) {
+static fngd_status_t put_sections(fngd_handle_t h, fngd_wcursor_t* w, const state_plan_t* p,
+                                  const fngd_call_t* call) {
     const fngd_counters_t* k = &h->counters;
     int64_t fallback_ids = 0;
     if (h->prepared)
         FNGD_TRY(h->ops->download(h->ctx, &fallback_ids, h->fallback_count, sizeof fallback_ids,
-                                  h->last_stream, &h->err));
+                                  call));
     section_header(w, FNGD_STATE_SECTION_COUNTERS, 1, FNGD_STATE_COUNTERS_BYTES);
     fngd_w_i32(w, k->epoch);
     fngd_w_u32(w, (uint32_t)k->phase);
@@ -179,31 +181,32 @@ static fngd_status_t put_sections(fngd_handle_t h, fngd_wcursor_t* w, const stat
     fngd_w_i64(w, fallback_ids);
 
     section_header(w, FNGD_STATE_SECTION_COEF_TABLE, 4, p->n_table);
-    FNGD_TRY(put_backend_floats(h, w, h->prepared ? h->coef_table : NULL, p->n_table));
+    FNGD_TRY(put_backend_floats(h, w, h->prepared ? h->coef_table : NULL, p->n_table, call));
 
     section_header(w, FNGD_STATE_SECTION_COEF_SEEN, 1, p->n_seen);
     uint8_t* seen = fngd_w_take(w, (size_t)p->n_seen);
     if (seen && h->prepared)
-        FNGD_TRY(h->ops->download(h->ctx, seen, h->coef_seen, (size_t)p->n_seen, h->last_stream,
-                                  &h->err));
+        FNGD_TRY(h->ops->download(h->ctx, seen, h->coef_seen, (size_t)p->n_seen, call));
     else if (seen)
         memset(seen, 0, (size_t)p->n_seen);
 
     section_header(w, FNGD_STATE_SECTION_FALLBACK, 4, (uint64_t)p->nsets);
-    FNGD_TRY(put_backend_floats(h, w, h->prepared ? h->coef_fallback : NULL, (uint64_t)p->nsets));
+    FNGD_TRY(put_backend_floats(h, w, h->prepared ? h->coef_fallback : NULL, (uint64_t)p->nsets,
+                                call));
 
     if (p->has_momentum) {
         section_header(w, FNGD_STATE_SECTION_MOMENTUM, 4, p->n_momentum);
         for (int l = 0; l < h->num_layers; ++l) {
             const fngd_layer_t* L = &h->layers[l];
             FNGD_TRY(put_backend_floats(h, w, h->prepared ? L->momentum : NULL,
-                                        (uint64_t)L->grad_len));
+                                        (uint64_t)L->grad_len, call));
         }
     }
     return FNGD_SUCCESS;
 }
 
-static fngd_status_t save_impl(fngd_handle_t h, void* buffer, size_t bytes, size_t* written) {
+static fngd_status_t save_impl(fngd_handle_t h, void* buffer, size_t bytes, size_t* written,
+                               const fngd_call_t* call) {
     state_plan_t p;
     FNGD_TRY(make_plan(h, &p));
     FNGD_REQUIRE(&h->err, bytes >= p.total, FNGD_ERROR_INVALID_ARGUMENT,
@@ -216,7 +219,7 @@ static fngd_status_t save_impl(fngd_handle_t h, void* buffer, size_t bytes, size
     fngd_w_u64(&w, (uint64_t)p.total);
     put_config(h, &w, &p);
     put_layers(h, &w);
-    FNGD_TRY(put_sections(h, &w, &p));
+    FNGD_TRY(put_sections(h, &w, &p, call));
     FNGD_REQUIRE(&h->err, w.ok && w.left == FNGD_STATE_CRC_BYTES, FNGD_ERROR_INTERNAL,
                  "state image layout does not add up (%zu bytes left of %zu)", w.left, p.total);
     fngd_w_u32(&w, fngd_crc32(0, buffer, p.total - FNGD_STATE_CRC_BYTES));
@@ -228,7 +231,10 @@ fngd_status_t fngd_save_state(fngd_handle_t h, void* buffer, size_t bytes, size_
     FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, buffer, FNGD_ERROR_INVALID_ARGUMENT, "buffer is NULL");
     fngd_nvtx_push("fngd_save_state");
-    fngd_status_t s = save_impl(h, buffer, bytes, written);
+    fngd_call_t call;
+    fngd_status_t s = fngd_call_begin(h, h->last_stream, &call);
+    if (s == FNGD_SUCCESS) s = save_impl(h, buffer, bytes, written, &call);
+    fngd_call_end(h, &call);
     fngd_nvtx_pop();
     return s;
 }
@@ -480,17 +486,21 @@ static void free_staged(fngd_handle_t h, staged_state_t* s) {
     }
 }
 
-static fngd_status_t stage_array(fngd_handle_t h, void** dst, const void* src, size_t bytes) {
-    FNGD_TRY(h->ops->alloc(h->ctx, bytes, dst, &h->err));
-    return h->ops->upload(h->ctx, *dst, src, bytes, h->last_stream, &h->err);
+static fngd_status_t stage_array(fngd_handle_t h, void** dst, const void* src, size_t bytes,
+                                 const fngd_call_t* call) {
+    FNGD_TRY(h->ops->alloc(h->ctx, bytes, dst, call));
+    return h->ops->upload(h->ctx, *dst, src, bytes, call);
 }
 
 static fngd_status_t stage(fngd_handle_t h, const state_plan_t* p, const decoded_state_t* d,
-                           staged_state_t* s) {
-    FNGD_TRY(stage_array(h, (void**)&s->table, d->table, (size_t)p->n_table * sizeof(float)));
-    FNGD_TRY(stage_array(h, (void**)&s->seen, d->seen, (size_t)p->n_seen));
-    FNGD_TRY(stage_array(h, (void**)&s->fallback, d->fallback, (size_t)p->nsets * sizeof(float)));
-    FNGD_TRY(stage_array(h, (void**)&s->fallback_count, &d->fallback_ids, sizeof(int64_t)));
+                           staged_state_t* s, const fngd_call_t* call) {
+    FNGD_TRY(stage_array(h, (void**)&s->table, d->table, (size_t)p->n_table * sizeof(float),
+                         call));
+    FNGD_TRY(stage_array(h, (void**)&s->seen, d->seen, (size_t)p->n_seen, call));
+    FNGD_TRY(stage_array(h, (void**)&s->fallback, d->fallback, (size_t)p->nsets * sizeof(float),
+                         call));
+    FNGD_TRY(stage_array(h, (void**)&s->fallback_count, &d->fallback_ids, sizeof(int64_t),
+                         call));
     if (!p->has_momentum) return FNGD_SUCCESS;
     s->momentum = fngd_host_alloc((size_t)h->num_layers * sizeof(float*), 64);
     FNGD_REQUIRE(&h->err, s->momentum, FNGD_ERROR_OUT_OF_MEMORY,
@@ -498,7 +508,7 @@ static fngd_status_t stage(fngd_handle_t h, const state_plan_t* p, const decoded
     const float* src = d->momentum;
     for (int l = 0; l < h->num_layers; ++l) {
         size_t n = (size_t)h->layers[l].grad_len;
-        FNGD_TRY(stage_array(h, (void**)&s->momentum[l], src, n * sizeof(float)));
+        FNGD_TRY(stage_array(h, (void**)&s->momentum[l], src, n * sizeof(float), call));
         src += n;
     }
     return FNGD_SUCCESS; /* upload is blocking (backend.h): the temporaries may go now */
@@ -523,7 +533,8 @@ static void commit(fngd_handle_t h, const decoded_state_t* d, staged_state_t* s)
     h->cfg.learning_rate = d->learning_rate;
 }
 
-static fngd_status_t load_impl(fngd_handle_t h, const void* buffer, size_t bytes) {
+static fngd_status_t load_impl(fngd_handle_t h, const void* buffer, size_t bytes,
+                               const fngd_call_t* call) {
     state_plan_t p;
     FNGD_TRY(make_plan(h, &p));
     decoded_state_t d;
@@ -535,7 +546,7 @@ static fngd_status_t load_impl(fngd_handle_t h, const void* buffer, size_t bytes
     /* Loading freezes the layer set, as a first step would; a fresh prepare holds only zeros,
      * so even a failure after it leaves an equivalent state. */
     FNGD_TRY_GOTO(st, fngd_prepare(h));
-    FNGD_TRY_GOTO(st, stage(h, &p, &d, &s));
+    FNGD_TRY_GOTO(st, stage(h, &p, &d, &s, call));
     commit(h, &d, &s);
 cleanup:
     free_staged(h, &s);
@@ -547,7 +558,10 @@ fngd_status_t fngd_load_state(fngd_handle_t h, const void* buffer, size_t bytes)
     FNGD_REQUIRE_HANDLE(h);
     FNGD_REQUIRE(&h->err, buffer, FNGD_ERROR_INVALID_ARGUMENT, "buffer is NULL");
     fngd_nvtx_push("fngd_load_state");
-    fngd_status_t s = load_impl(h, buffer, bytes);
+    fngd_call_t call;
+    fngd_status_t s = fngd_call_begin(h, h->last_stream, &call);
+    if (s == FNGD_SUCCESS) s = load_impl(h, buffer, bytes, &call);
+    fngd_call_end(h, &call);
     fngd_nvtx_pop();
     return s;
 }

@@ -37,7 +37,7 @@ fngd_status_t fngd_validate_ids(fngd_handle_t h, int N, const int64_t* ids) {
 /* Every input, output gradient (and rhs) of the step in one check_finite call: one
  * synchronisation per step on a GPU instead of one per array. */
 static fngd_status_t check_all_finite(fngd_handle_t h, int N, const fngd_layer_batch_t* batches,
-                                      const float* rhs, fngd_stream_t stream) {
+                                      const float* rhs, const fngd_call_t* call) {
     fngd_array_ref_t* list = h->check_list;
     int count = 0;
     for (int l = 0; l < h->num_layers; ++l) {
@@ -51,7 +51,7 @@ static fngd_status_t check_all_finite(fngd_handle_t h, int N, const fngd_layer_b
     }
     if (rhs) list[count++] = (fngd_array_ref_t){rhs, (size_t)N};
     int bad = 0;
-    FNGD_TRY(h->ops->check_finite(h->ctx, list, count, &bad, stream, &h->err));
+    FNGD_TRY(h->ops->check_finite(h->ctx, list, count, &bad, call));
     if (!bad) return FNGD_SUCCESS;
     /* Map the array back to its layer for the message. */
     const float* x = list[bad - 1].x;
@@ -68,7 +68,7 @@ static fngd_status_t check_all_finite(fngd_handle_t h, int N, const fngd_layer_b
 }
 
 fngd_status_t fngd_validate_batches(fngd_handle_t h, int N, const fngd_layer_batch_t* batches,
-                                    const float* rhs, fngd_stream_t stream) {
+                                    const float* rhs, const fngd_call_t* call) {
     fngd_err_t* err = &h->err;
     FNGD_REQUIRE(err, batches, FNGD_ERROR_INVALID_ARGUMENT, "batches is NULL");
     for (int l = 0; l < h->num_layers; ++l) {
@@ -91,5 +91,5 @@ fngd_status_t fngd_validate_batches(fngd_handle_t h, int N, const fngd_layer_bat
                          "layer %d has a bias but no bias buffer to update", l);
         }
     }
-    return h->cfg.check_finite ? check_all_finite(h, N, batches, rhs, stream) : FNGD_SUCCESS;
+    return h->cfg.check_finite ? check_all_finite(h, N, batches, rhs, call) : FNGD_SUCCESS;
 }

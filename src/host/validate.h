@@ -15,7 +15,7 @@ fngd_status_t fngd_validate_ids(fngd_handle_t h, int N, const int64_t* ids);
 /* Pointers, buffers and (config.check_finite) NaN/Inf in every input, output gradient and,
  * when not NULL, the N values of rhs. */
 fngd_status_t fngd_validate_batches(fngd_handle_t h, int N, const fngd_layer_batch_t* batches,
-                                    const float* rhs, fngd_stream_t stream);
+                                    const float* rhs, const fngd_call_t* call);
 
 #ifdef __cplusplus
 }

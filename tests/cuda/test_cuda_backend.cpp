@@ -32,7 +32,7 @@
 #include "backend_test_util.h"
 #include "cuda_test_buffers.h"
 #include "cuda/cuda_plan.h"
-#include "cuda/cuda_solve_batched.h"
+#include "cuda/cuda_solve.h"
 #include "fngd_reference.h"
 #include "layer.h"
 
@@ -66,12 +66,42 @@ struct Backends {
         cfg.backend = FNGD_BACKEND_CUDA;
         EXPECT_NE(gpu, nullptr);
         EXPECT_EQ(gpu->create(&cfg, &gc, &err), FNGD_SUCCESS) << err.msg;
+        ccall = fngd_call_t{nullptr, nullptr, 0, &err, -1};
+        gcall = ccall;
+        if (gc) EXPECT_EQ(gpu->begin_call(gc, &gcall), FNGD_SUCCESS) << err.msg;
     }
     ~Backends() {
         if (cc) cpu->destroy(cc);
-        if (gc) gpu->destroy(gc);
+        if (gc) {
+            gpu->end_call(gc, &gcall);
+            gpu->destroy(gc);
+        }
     }
     bool ok() const { return cc && gc; }
+    // Each side's call with the workspace (p, bytes), for the ops that take one.
+    const fngd_call_t* cin(void* p, size_t bytes) { return with_ws(ccall, p, bytes); }
+    const fngd_call_t* gin(void* p, size_t bytes) { return with_ws(gcall, p, bytes); }
+    // The one workspace query: one layer (no solve), or `count` solves of order N.
+    size_t cpu_ws(const fngd_layer_t& l, int N) { return ws_of(cpu, cc, ccall, &l, 1, N, 0); }
+    size_t cpu_solve_ws(int N, int count) { return ws_of(cpu, cc, ccall, nullptr, 0, N, count); }
+    size_t gpu_solve_ws(int N, int count) { return ws_of(gpu, gc, gcall, nullptr, 0, N, count); }
+
+    fngd_call_t ccall{}, gcall{}, wcall{};
+
+  private:
+    const fngd_call_t* with_ws(const fngd_call_t& c, void* p, size_t bytes) {
+        wcall = c;
+        wcall.ws = p;
+        wcall.ws_bytes = bytes;
+        return &wcall;
+    }
+    size_t ws_of(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_call_t& c,
+                 const fngd_layer_t* l, int nl, int N, int count) {
+        size_t bytes = 0;
+        EXPECT_EQ(ops->workspace_bytes(ctx, l, nl, N, count, &bytes, &c), FNGD_SUCCESS)
+            << err.msg;
+        return bytes;
+    }
 };
 
 // One layer's batch on both sides plus the absolute-value per-sample gradients (the bound
@@ -148,19 +178,22 @@ TEST(CudaBackend, CreateBindsDeviceAndReportsBadOrdinal) {
     EXPECT_NE(std::string(err.msg), "");
     cfg.device = 0;
     ASSERT_EQ(gpu->create(&cfg, &ctx, &err), FNGD_SUCCESS) << err.msg;
+    fngd_call_t call{nullptr, nullptr, 0, &err, -1};
+    ASSERT_EQ(gpu->begin_call(ctx, &call), FNGD_SUCCESS) << err.msg;
     void* p = nullptr;
-    ASSERT_EQ(gpu->alloc(ctx, 1000, &p, &err), FNGD_SUCCESS) << err.msg;
+    ASSERT_EQ(gpu->alloc(ctx, 1000, &p, &call), FNGD_SUCCESS) << err.msg;
     EXPECT_EQ((uintptr_t)p % 256, 0u);
     std::vector<unsigned char> back(1000, 7);
-    ASSERT_EQ(gpu->download(ctx, back.data(), p, 1000, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(gpu->download(ctx, back.data(), p, 1000, &call), FNGD_SUCCESS);
     for (unsigned char b : back) ASSERT_EQ(b, 0);  // zero-filled
     Vec src = random_vec(250, 3);
-    ASSERT_EQ(gpu->upload(ctx, p, src.data(), 1000, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(gpu->upload(ctx, p, src.data(), 1000, &call), FNGD_SUCCESS);
     Dev other(1000);
-    ASSERT_EQ(gpu->copy(ctx, other.f(), (const float*)p, 250, nullptr, &err), FNGD_SUCCESS);
-    ASSERT_EQ(gpu->synchronize(ctx, nullptr, &err), FNGD_SUCCESS);
+    ASSERT_EQ(gpu->copy(ctx, other.f(), (const float*)p, 250, &call), FNGD_SUCCESS);
+    ASSERT_EQ(gpu->synchronize(ctx, &call), FNGD_SUCCESS);
     EXPECT_EQ(other.get<float>(250), src);
-    gpu->free(ctx, p);
+    gpu->end_call(ctx, &call);
+    gpu->free(ctx, p);  // free may run outside a call
     gpu->destroy(ctx);
 }
 
@@ -179,13 +212,14 @@ TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
             const fngd_gram_plan small = fngd_cuda_plan_gram(&l, N, full / 5);
             ASSERT_LT(small.bytes, full);
             Vec Kc((size_t)N * N);
-            HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
+            HostWs cws(b.cpu_ws(l, N));
             const fngd_layer_batch_t hb = d.host_batch(), db = d.dev_batch();
-            ASSERT_EQ(b.cpu->layer_gram(b.cc, &l, &hb, N, 1.0f, Kc.data(), 0, cws.p, cws.bytes,
-                                        nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+            ASSERT_EQ(b.cpu->layer_gram(b.cc, &l, &hb, N, 1.0f, Kc.data(), 0,
+                                        b.cin(cws.p, cws.bytes)),
+                      FNGD_SUCCESS) << b.err.msg;
             Dev K((size_t)N * N * sizeof(float)), gws(small.bytes);
-            ASSERT_EQ(b.gpu->layer_gram(b.gc, &l, &db, N, 1.0f, K.f(), 0, gws.p, gws.bytes,
-                                        nullptr, &b.err), FNGD_SUCCESS) << b.err.msg;
+            ASSERT_EQ(b.gpu->layer_gram(b.gc, &l, &db, N, 1.0f, K.f(), 0, b.gin(gws.p, gws.bytes)),
+                      FNGD_SUCCESS) << b.err.msg;
             expect_gram_close(l, d, N, 1.0f, Kc, K.get<float>((size_t)N * N), nullptr,
                               "chunked");
 
@@ -197,10 +231,11 @@ TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
                 wws(wsmall.bytes);
             Vec cw(l.n_weight), cb(l.n_bias);
             ASSERT_EQ(b.cpu->weighted_grad(b.cc, &l, &hb, N, alpha.data(), 1.0f, cw.data(),
-                                           cb.data(), cws.p, cws.bytes, nullptr, &b.err),
+                                           cb.data(), b.cin(cws.p, cws.bytes)),
                       FNGD_SUCCESS) << b.err.msg;
-            ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), 1.0f, ow.f(), ob.f(), wws.p,
-                                           wws.bytes, nullptr, &b.err), FNGD_SUCCESS)
+            ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), 1.0f, ow.f(), ob.f(),
+                                           b.gin(wws.p, wws.bytes)),
+                      FNGD_SUCCESS)
                 << b.err.msg;
             const Vec gw = ow.get<float>(l.n_weight);
             const double chain = (double)N * l.T + 2;
@@ -218,7 +253,7 @@ TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
 
 namespace {
 
-// count matrices of order N for factor_solve_batched, one after another: random Gram matrices,
+// count matrices of order N for one factor_solve call, one after another: random Gram matrices,
 // except matrix `bad` (count / 2 when count > 1, else none), which no damping of the tests makes
 // positive definite, and per-matrix floors (matrix 0's large enough to become its shift).
 struct BatchedCase {
@@ -255,8 +290,11 @@ const char* path_name(fngd_cuda_chol_path p) {
 }
 
 size_t batched_ws_bytes(Backends& b, int N, int count, fngd_cuda_chol_path path) {
-    return path == FNGD_CUDA_CHOL_AUTO ? b.gpu->solver_batched_workspace_bytes(b.gc, N, count)
-                                       : fngd_cuda_solve_batched_bytes(b.gc, N, count, path);
+    if (path == FNGD_CUDA_CHOL_AUTO) return b.gpu_solve_ws(N, count);
+    size_t bytes = 0;
+    EXPECT_EQ(fngd_cuda_solve_bytes(b.gc, N, count, path, &bytes, &b.err), FNGD_SUCCESS)
+        << b.err.msg;
+    return bytes;
 }
 
 // AUTO goes through the operation table (what the host calls), the others force one path.
@@ -265,17 +303,16 @@ fngd_status_t run_batched(Backends& b, fngd_cuda_chol_path path, const float* K,
                           const float* rhs, float* alpha, int ld, int* info, double* shift,
                           double* trace, const Dev& ws) {
     if (path == FNGD_CUDA_CHOL_AUTO)
-        return b.gpu->factor_solve_batched(b.gc, K, count, N, kind, damping, floors, rhs, 0, alpha,
-                                           ld, info, shift, trace, ws.p, ws.bytes, nullptr,
-                                           &b.err);
-    return fngd_cuda_factor_solve_batched_on(b.gc, path, K, count, N, kind, damping, floors, rhs, 0,
-                                             alpha, ld, info, shift, trace, ws.p, ws.bytes,
-                                             nullptr, &b.err);
+        return b.gpu->factor_solve(b.gc, K, count, N, kind, damping, floors, rhs, 0, alpha, ld,
+                                   info, shift, trace, b.gin(ws.p, ws.bytes));
+    return fngd_cuda_factor_solve_on(b.gc, path, K, count, N, kind, damping, floors, rhs, 0,
+                                     alpha, ld, info, shift, trace, b.gin(ws.p, ws.bytes));
 }
 
 }  // namespace
 
-// factor_solve_batched equals `count` single CPU factor_solve calls (info, shift, trace, alpha)
+// factor_solve of `count` matrices equals `count` one-matrix CPU factor_solve calls (info,
+// shift, trace, alpha)
 // on both sides of FNGD_CUDA_BATCHED_POTRF_MAX_N and on each forced path, with per-matrix
 // floors, a shared rhs, ld_alpha > N (the gaps stay untouched) and one matrix that is not
 // positive definite (info > 0 and its alpha untouched while the others are solved).
@@ -299,14 +336,14 @@ TEST(CudaBackend, FactorSolveBatchedMatchesCpuSingleOnBothPaths) {
                     Vec ac = sentinel;
                     std::vector<int> ic((size_t)count, -1);
                     DVec sc((size_t)count), tc((size_t)count);
-                    HostWs cws(b.cpu->solver_workspace_bytes(b.cc, N));
-                    for (int m = 0; m < count; ++m)
-                        ASSERT_EQ(b.cpu->factor_solve(b.cc, c.K.data() + (size_t)m * N * N, N,
-                                                      kind, damping, c.floors[(size_t)m],
+                    HostWs cws(b.cpu_solve_ws(N, 1));
+                    for (int m = 0; m < count; ++m)  // one matrix per call
+                        ASSERT_EQ(b.cpu->factor_solve(b.cc, c.K.data() + (size_t)m * N * N, 1, N,
+                                                      kind, damping, &c.floors[(size_t)m],
                                                       custom_rhs ? rhs.data() : nullptr, 0,
-                                                      ac.data() + (size_t)m * ld, &ic[(size_t)m],
-                                                      &sc[(size_t)m], &tc[(size_t)m], cws.p,
-                                                      cws.bytes, nullptr, &b.err),
+                                                      ac.data() + (size_t)m * ld, N,
+                                                      &ic[(size_t)m], &sc[(size_t)m],
+                                                      &tc[(size_t)m], b.cin(cws.p, cws.bytes)),
                                   FNGD_SUCCESS) << b.err.msg;
                     for (fngd_cuda_chol_path path : kPaths) {
                         const std::string what = std::string(path_name(path)) + " N " +
@@ -398,14 +435,16 @@ TEST(CudaBackend, FactorSolveBatchedRejectsNanAndWritesNoAlpha) {
             }
 }
 
-// solver_batched_workspace_bytes is exact: the call succeeds with that many bytes (the tests
+// The solve's workspace query is exact: the call succeeds with that many bytes (the tests
 // above) and refuses one byte less; it holds at least the double copies of every matrix.
 TEST(CudaBackend, FactorSolveBatchedWorkspaceIsExact) {
     FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     Backends b(300);
     ASSERT_TRUE(b.ok()) << b.err.msg;
-    EXPECT_EQ(b.gpu->solver_batched_workspace_bytes(b.gc, 7, 0), 0u);
-    EXPECT_EQ(b.gpu->solver_batched_workspace_bytes(b.gc, 0, 3), 0u);
+    EXPECT_EQ(b.gpu_solve_ws(7, 0), 0u);  // no solve, no layer: nothing
+    size_t n0 = 1;
+    EXPECT_EQ(b.gpu->workspace_bytes(b.gc, nullptr, 0, 0, 3, &n0, &b.gcall),
+              FNGD_ERROR_INVALID_ARGUMENT);
     const int count = 3;
     for (int N : {7, 300})
         for (fngd_cuda_chol_path path : kPaths) {

@@ -78,6 +78,9 @@ struct Pair {
         cfg.backend = FNGD_BACKEND_CUDA;
         EXPECT_EQ(gpu->create(&cfg, &gc, &err), FNGD_SUCCESS) << err.msg;
         EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+        ccall = fngd_call_t{nullptr, nullptr, 0, &err, -1};
+        gcall = fngd_call_t{(fngd_stream_t)s, nullptr, 0, &err, -1};
+        if (gc) EXPECT_EQ(gpu->begin_call(gc, &gcall), FNGD_SUCCESS) << err.msg;
     }
     ~Pair() {
         if (s) {
@@ -85,10 +88,35 @@ struct Pair {
             cudaStreamDestroy(s);
         }
         if (cc) cpu->destroy(cc);
-        if (gc) gpu->destroy(gc);
+        if (gc) {
+            gpu->end_call(gc, &gcall);
+            gpu->destroy(gc);
+        }
     }
     bool ok() const { return cc && gc && s; }
     fngd_stream_t stream() const { return (fngd_stream_t)s; }
+    // Each side's call with the workspace (p, bytes), for the ops that take one.
+    const fngd_call_t* cin(void* p, size_t bytes) { return with_ws(ccall, p, bytes); }
+    const fngd_call_t* gin(void* p, size_t bytes) { return with_ws(gcall, p, bytes); }
+    // Each side's one workspace query for one layer (no solve).
+    size_t cpu_ws(const fngd_layer_t& l, int N) { return ws_of(cpu, cc, ccall, l, N); }
+    size_t gpu_ws(const fngd_layer_t& l, int N) { return ws_of(gpu, gc, gcall, l, N); }
+
+    fngd_call_t ccall{}, gcall{}, wcall{};
+
+  private:
+    const fngd_call_t* with_ws(const fngd_call_t& c, void* p, size_t bytes) {
+        wcall = c;
+        wcall.ws = p;
+        wcall.ws_bytes = bytes;
+        return &wcall;
+    }
+    size_t ws_of(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_call_t& c,
+                 const fngd_layer_t& l, int N) {
+        size_t bytes = 0;
+        EXPECT_EQ(ops->workspace_bytes(ctx, &l, 1, N, 0, &bytes, &c), FNGD_SUCCESS) << err.msg;
+        return bytes;
+    }
 };
 
 // Odd convolution geometries: strides, asymmetric padding, dilation, 1x1, channel counts that
@@ -136,17 +164,17 @@ Data make_data(const fngd_layer_t& l, int N, unsigned seed) {
 void compare_weighted(Pair& b, const fngd_layer_t& l, int N, const Data& d, float scale,
                       size_t gpu_ws, double rel, const std::string& what) {
     Vec cw(l.n_weight), cb(l.n_bias);
-    HostWs cws(b.cpu->workspace_bytes(b.cc, &l, N));
+    HostWs cws(b.cpu_ws(l, N));
     const fngd_layer_batch_t hb = {d.x.data(), d.go.data()};
     ASSERT_EQ(b.cpu->weighted_grad(b.cc, &l, &hb, N, d.alpha.data(), scale, cw.data(),
-                                   l.n_bias ? cb.data() : nullptr, cws.p, cws.bytes, nullptr,
-                                   &b.err), FNGD_SUCCESS) << what << b.err.msg;
+                                   l.n_bias ? cb.data() : nullptr, b.cin(cws.p, cws.bytes)),
+              FNGD_SUCCESS) << what << b.err.msg;
     Dev dx(d.x), dgo(d.go), da(d.alpha), ow(l.n_weight * sizeof(float)),
-        ob(l.n_bias * sizeof(float)), gws(gpu_ws ? gpu_ws : b.gpu->workspace_bytes(b.gc, &l, N));
+        ob(l.n_bias * sizeof(float)), gws(gpu_ws ? gpu_ws : b.gpu_ws(l, N));
     const fngd_layer_batch_t db = {dx.f(), dgo.f()};
     ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), scale, ow.f(),
-                                   l.n_bias ? ob.f() : nullptr, gws.p, gws.bytes, b.stream(),
-                                   &b.err), FNGD_SUCCESS) << what << b.err.msg;
+                                   l.n_bias ? ob.f() : nullptr, b.gin(gws.p, gws.bytes)),
+              FNGD_SUCCESS) << what << b.err.msg;
     ASSERT_EQ(cudaStreamSynchronize(b.s), cudaSuccess);
     const Vec gw = ow.get(l.n_weight), gb = ob.get(l.n_bias);
     for (int64_t k = 0; k < l.grad_len; ++k) {
@@ -168,7 +196,7 @@ void expect_cudnn_plan(Pair& b, const fngd_layer_t& l, int N, const std::string&
         return;
     }
     EXPECT_EQ(p.usable, 1) << what << ": " << p.why;
-    EXPECT_GE(b.gpu->workspace_bytes(b.gc, &l, N), p.bytes) << what;
+    EXPECT_GE(b.gpu_ws(l, N), p.bytes) << what;
     std::printf("[ plan     ] %s: %s, %zu workspace bytes\n", what.c_str(), p.why, p.bytes);
 }
 
@@ -389,10 +417,10 @@ TEST(CudnnWeighted, BiasLayerWithoutBiasOutputIsRefused) {
         const fngd_layer_t l = make_layer(desc, FNGD_GRAM_MATERIALIZE);
         const Data d = make_data(l, 7, 11);
         Dev dx(d.x), dgo(d.go), da(d.alpha), ow(l.n_weight * sizeof(float)),
-            gws(b.gpu->workspace_bytes(b.gc, &l, 7));
+            gws(b.gpu_ws(l, 7));
         const fngd_layer_batch_t db = {dx.f(), dgo.f()};
-        EXPECT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, 7, da.f(), 1.0f, ow.f(), nullptr, gws.p,
-                                       gws.bytes, b.stream(), &b.err),
+        EXPECT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, 7, da.f(), 1.0f, ow.f(), nullptr,
+                                       b.gin(gws.p, gws.bytes)),
                   FNGD_ERROR_INVALID_ARGUMENT);
         EXPECT_NE(std::string(b.err.msg).find("out_b"), std::string::npos) << b.err.msg;
     }
@@ -409,18 +437,19 @@ TEST(CudnnWeighted, CapturedReductionReplaysLikeDirectCall) {
                                       FNGD_GRAM_MATERIALIZE);
     const Data d = make_data(l, N, 5);
     Dev dx(d.x), dgo(d.go), da(d.alpha), ow(l.grad_len * sizeof(float)),
-        gws(b.gpu->workspace_bytes(b.gc, &l, N));  // makes the plan, outside the capture
+        gws(b.gpu_ws(l, N));  // makes the plan, outside the capture
     const fngd_layer_batch_t db = {dx.f(), dgo.f()};
     float* ob = ow.f() + l.n_weight;
-    ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), 2.0f, ow.f(), ob, gws.p, gws.bytes,
-                                   b.stream(), &b.err), FNGD_SUCCESS) << b.err.msg;
+    ASSERT_EQ(b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), 2.0f, ow.f(), ob,
+                                   b.gin(gws.p, gws.bytes)),
+              FNGD_SUCCESS) << b.err.msg;
     ASSERT_EQ(cudaStreamSynchronize(b.s), cudaSuccess);
     const Vec direct = ow.get(l.grad_len);
     ASSERT_EQ(cudaMemset(ow.p, 0, ow.bytes), cudaSuccess);
     cudaGraph_t g = nullptr;
     ASSERT_EQ(cudaStreamBeginCapture(b.s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     const fngd_status_t st = b.gpu->weighted_grad(b.gc, &l, &db, N, da.f(), 2.0f, ow.f(), ob,
-                                                  gws.p, gws.bytes, b.stream(), &b.err);
+                                                  b.gin(gws.p, gws.bytes));
     ASSERT_EQ(cudaStreamEndCapture(b.s, &g), cudaSuccess);
     ASSERT_EQ(st, FNGD_SUCCESS) << b.err.msg;
     cudaGraphExec_t ge = nullptr;
@@ -438,25 +467,24 @@ TEST(CudnnWeighted, CapturedReductionReplaysLikeDirectCall) {
     cudaGraphDestroy(g);
 }
 
-// The solver workspace queries cannot fail by signature and fall back to a bound when the
-// device cannot be entered; that fallback must not clear an error the caller has pending
-// (it called cudaGetLastError() unconditionally before).
-TEST(CudaErrors, WorkspaceQueryFallbackKeepsTheCallersPendingError) {
+// A context whose device cannot be entered: begin_call fails with a status and a message and
+// leaves the caller's current device as it was; end_call after the failed begin does nothing.
+TEST(CudaErrors, BeginCallOnMissingDeviceFailsCleanly) {
     REQUIRE_DEVICE();
     Pair b(8, 0);
     ASSERT_TRUE(b.ok()) << b.err.msg;
-    int count = 0;
+    int count = 0, before = -1, after = -2;
     ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
     fngd_backend_ctx_t fake = *b.gc;  // same handles, a device that does not exist
     fake.device = count + 7;
-    for (int path = 0; path < 2; ++path) {
-        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-        void* p = nullptr;
-        ASSERT_NE(cudaMalloc(&p, (size_t)1 << 62), cudaSuccess);  // the caller's pending error
-        const size_t bytes = path == 0 ? fngd_cuda_solver_workspace_bytes(&fake, 8)
-                                       : fngd_cuda_solver_batched_workspace_bytes(&fake, 300, 2);
-        EXPECT_GT(bytes, 0u);
-        EXPECT_NE(cudaPeekAtLastError(), cudaSuccess) << "path " << path;
-        (void)cudaGetLastError();
-    }
+    ASSERT_EQ(cudaGetDevice(&before), cudaSuccess);
+    fngd_err_t err{};
+    fngd_call_t call{nullptr, nullptr, 0, &err, -1};
+    EXPECT_EQ(b.gpu->begin_call(&fake, &call), FNGD_ERROR_BACKEND);
+    EXPECT_NE(std::string(err.msg).find("entering CUDA device"), std::string::npos) << err.msg;
+    EXPECT_EQ(call.restore_device, -1);
+    b.gpu->end_call(&fake, &call);
+    ASSERT_EQ(cudaGetDevice(&after), cudaSuccess);
+    EXPECT_EQ(after, before);
+    (void)cudaGetLastError();  // the failed cudaSetDevice's own error
 }
