@@ -13,6 +13,7 @@ directory is not inside one), CMAKE_BUILD_PARALLEL_LEVEL (build jobs, default: a
 
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -46,6 +47,25 @@ def find_source_root():
         f"{candidates[0]}. Build from a repository checkout (pip install ./python from the "
         f"root), set FNGD_SOURCE_DIR to the checkout, or put a prebuilt libfngd.so in "
         f"python/{PACKAGE}/.")
+
+
+def project_version():
+    """The package version: project(fngd VERSION x.y.z) of the root CMakeLists.txt, the one
+    source of the version number (CMake generates it into fngd_version.h as well). A build from
+    an sdist without the sources takes it from the sdist's PKG-INFO."""
+    pkg_info = os.path.join(HERE, "PKG-INFO")
+    try:
+        path, pattern = os.path.join(find_source_root(), "CMakeLists.txt"), \
+            r"^project\(fngd VERSION (\d+\.\d+\.\d+)"
+    except SetupError:
+        if not os.path.isfile(pkg_info):
+            raise
+        path, pattern = pkg_info, r"^Version: (\S+)"
+    with open(path) as f:
+        m = re.search(pattern, f.read(), re.M)
+    if not m:
+        raise SetupError(f"fngd: no version found in {path}")
+    return m.group(1)
 
 
 def _run(cmd, what):
@@ -132,4 +152,4 @@ if _bdist_wheel is not None:
 
     cmdclass["bdist_wheel"] = BdistWheelPlatform
 
-setup(cmdclass=cmdclass, distclass=BinaryDistribution)
+setup(version=project_version(), cmdclass=cmdclass, distclass=BinaryDistribution)

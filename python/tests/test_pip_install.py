@@ -41,6 +41,7 @@ v = [ctypes.c_int() for _ in range(3)]
 assert lib.fngd_get_version(*(ctypes.byref(x) for x in v)) == m.SUCCESS
 wheel = importlib.metadata.distribution("fngd").read_text("WHEEL")
 print("version", ".".join(str(x.value) for x in v))
+print("package", importlib.metadata.version("fngd"))
 print("wheel", " ".join(l for l in wheel.splitlines() if l.startswith(("Root-Is", "Tag"))))
 """
 
@@ -83,5 +84,7 @@ def test_pip_install_bundles_library(tmp_path):
     _run([py, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
           os.path.join(REPO, "python")], env, cwd=str(tmp_path))
     out = _run([py, "-c", CHECK], env, cwd=str(tmp_path))
+    # One version number: the library's (fngd_version.h) and the package's, both CMake's.
     assert f"version {_project_version()}" in out, out
+    assert f"package {_project_version()}" in out, out
     assert "Root-Is-Purelib: false" in out and "py3-none-linux" in out, out
