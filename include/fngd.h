@@ -259,7 +259,7 @@ typedef struct fngd_config {
  *   CONV2D       weight C_out x C_in/groups x kh x kw, bias C_out
  *   NORM_AFFINE  weight (scale, gamma) C, bias (shift, beta) C
  *   GENERIC      weight num_params; bias unused
- *   EMBEDDING    weight num_embeddings x embedding_dim; no bias (CPU backend only)
+ *   EMBEDDING    weight num_embeddings x embedding_dim; no bias
  */
 typedef struct fngd_layer_desc {
     size_t struct_size;
@@ -284,14 +284,14 @@ typedef struct fngd_layer_desc {
     /* CONV2D (appended): groups of a grouped convolution as in PyTorch's nn.Conv2d; 0 or 1 =
        ungrouped. C_in and C_out must be multiples of it; groups = C_in is depthwise. Output
        channel o sees input channels [g C_in/groups, (g+1) C_in/groups) with g = o / (C_out /
-       groups). Conv1d is CONV2D with in_h = kernel_h = 1. The CUDA backend does not support
-       groups > 1 yet: fngd_add_layer returns FNGD_ERROR_NOT_SUPPORTED there. */
+       groups). Conv1d is CONV2D with in_h = kernel_h = 1. The CUDA backend runs the groups one
+       after the other as ungrouped convolutions (G staged copies and ops per layer). */
     int groups;
     /* EMBEDDING (appended): a table of num_embeddings rows of embedding_dim floats looked up
        by `positions` token ids per sample. Its per-sample gradient is sparse (the rows of the
        sample's ids), never formed: K_ij = sum over token pairs (t, s) with id[i,t] = id[j,s]
-       of <e_it, e_js>. The CUDA backend does not support it yet (NOT_SUPPORTED at
-       fngd_add_layer). */
+       of <e_it, e_js>. Ids are checked against num_embeddings in every step (on CUDA, one
+       blocking read-back per embedding layer and op: such a step cannot be graph-captured). */
     int num_embeddings, embedding_dim;
 } fngd_layer_desc_t;
 

@@ -81,9 +81,34 @@ inline std::vector<Case> layer_cases() {
     d = fngd_norm_affine_desc(3, 7, 0);
     d.channels_last = 1;
     c.push_back({"norm_channels_last_noshift", d});
+    d = conv_desc(6, 9, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+    d.groups = 3;
+    c.push_back({"conv_groups3_p1_bias", d});
+    d = conv_desc(4, 4, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1, 0);
+    d.groups = 4;
+    c.push_back({"conv_depthwise4_s2_nobias", d});
+    d = conv_desc(5, 10, 1, 9, 1, 3, 1, 1, 0, 1, 1, 1, 1);
+    d.groups = 5;
+    c.push_back({"conv1d_depthwise5_x2_bias", d});
+    c.push_back({"embedding_V7_D3_T5", fngd_embedding_desc(7, 3, 5)});
+    c.push_back({"embedding_V40_D33_T2", fngd_embedding_desc(40, 33, 2)});
     c.push_back({"generic_11", fngd_generic_desc(11)});
     c.push_back({"generic_1031", fngd_generic_desc(1031)});
     return c;
+}
+
+// A batch's `input` for layer l: random values in [lo, hi), or for an EMBEDDING layer int64
+// token ids in [-1, V) (-1: padding; a small V makes samples share ids) packed into the floats.
+inline Vec layer_input(const fngd_layer_t& l, int N, unsigned seed, float lo = -0.7f,
+                       float hi = 1.3f) {
+    if (l.kind != FNGD_LAYER_EMBEDDING) return random_vec((size_t)N * l.in_per_sample, seed, lo, hi);
+    std::mt19937 gen(seed);
+    std::uniform_int_distribution<int64_t> id(-1, l.desc.num_embeddings - 1);
+    std::vector<int64_t> ids((size_t)N * l.T);
+    for (auto& v : ids) v = id(gen);
+    Vec x((size_t)N * l.in_per_sample);
+    std::memcpy(x.data(), ids.data(), ids.size() * sizeof(int64_t));
+    return x;
 }
 
 // The naive per-sample gradients of a layer's batch (reference: their defining sums, in
@@ -101,7 +126,8 @@ inline Naive naive_grads(const fngd_layer_t& l, int N, const Vec& x, const Vec& 
     r.G.assign((size_t)N * r.len, 0.0);
     r.Gabs.assign((size_t)N * r.len, 0.0);
     Vec ax(x.size()), ago(go.size());
-    for (size_t k = 0; k < x.size(); ++k) ax[k] = std::fabs(x[k]);
+    const bool ids = l.kind == FNGD_LAYER_EMBEDDING;  // token ids, not values: kept as they are
+    for (size_t k = 0; k < x.size(); ++k) ax[k] = ids ? x[k] : std::fabs(x[k]);
     for (size_t k = 0; k < go.size(); ++k) ago[k] = std::fabs(go[k]);
     const bool generic = l.kind == FNGD_LAYER_GENERIC;
     EXPECT_EQ(0, fngd_ref_per_sample_grads(&l.desc, N, x.data(), generic ? nullptr : go.data(),

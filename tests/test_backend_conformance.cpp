@@ -494,7 +494,7 @@ TEST_P(BackendOps, LayerGramMatchesNaive) {
                 const std::string what =
                     c.name + " method " + std::to_string((int)method) + " N " + std::to_string(N);
                 SCOPED_TRACE(what);
-                const Vec x = random_vec((size_t)N * l.in_per_sample, seed += 7, -0.7f, 1.3f);
+                const Vec x = layer_input(l, N, seed += 7);
                 const Vec go = random_vec((size_t)N * l.out_per_sample, seed + 1, -0.8f, 1.2f);
                 const float scale = (float)N;  // mean-loss convention
                 const Naive nv = naive_grads(l, N, x, go, scale);
@@ -536,7 +536,7 @@ TEST_P(BackendOps, WeightedGradMatchesNaive) {
         for (int N : {1, 7, 13, 33}) {
             const fngd_layer_t l = make_layer(c.desc, FNGD_GRAM_MATERIALIZE);
             SCOPED_TRACE(c.name + " N " + std::to_string(N));
-            const Vec x = random_vec((size_t)N * l.in_per_sample, seed += 5, -0.7f, 1.3f);
+            const Vec x = layer_input(l, N, seed += 5);
             const Vec go = random_vec((size_t)N * l.out_per_sample, seed + 1, -0.8f, 1.2f);
             const Vec alpha = random_vec(N, seed + 2);
             const float scale = 3.0f;

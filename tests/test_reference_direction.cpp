@@ -170,24 +170,6 @@ TEST(Reference, EmbeddingChecks) {
     EXPECT_NE(nullptr, std::strstr(fngd_get_last_error(hh), "num_embeddings"));
 }
 
-// The CUDA backend has no kernels for grouped convolutions and embeddings yet: fngd_add_layer
-// refuses them there (NOT_SUPPORTED, with a message) through this check; the CPU takes them.
-TEST(Reference, CudaRefusesGroupedConvAndEmbedding) {
-    const fngd_layer_desc_t descs[] = {grouped(fngd_conv2d_desc(4, 4, 5, 5, 3, 3, 1), 4),
-                                       fngd_embedding_desc(10, 3, 2),
-                                       grouped(fngd_conv2d_desc(4, 4, 5, 5, 3, 3, 1), 1)};
-    for (int k = 0; k < 3; ++k) {
-        fngd_layer_t L;
-        char msg[256];
-        ASSERT_EQ(FNGD_SUCCESS, fngd_layer_init(&L, &descs[k], msg, sizeof msg));
-        EXPECT_EQ(FNGD_SUCCESS, fngd_layer_check_backend(&L, FNGD_BACKEND_CPU, msg, sizeof msg));
-        msg[0] = 0;
-        fngd_status_t s = fngd_layer_check_backend(&L, FNGD_BACKEND_CUDA, msg, sizeof msg);
-        EXPECT_EQ(k < 2 ? FNGD_ERROR_NOT_SUPPORTED : FNGD_SUCCESS, s) << k;
-        if (k < 2) EXPECT_NE(nullptr, std::strstr(msg, "CUDA backend")) << msg;
-    }
-}
-
 // A checkpoint records the groups and the embedding geometry: it loads into a handle with the
 // same layers and is refused (VERSION_MISMATCH) by one whose groups or vocabulary differ.
 TEST(Reference, StateRecordsGroupsAndEmbeddingGeometry) {

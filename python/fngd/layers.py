@@ -8,7 +8,7 @@ built (through the library's own descriptor helpers, called by fngd._handle).
 Supported (each module's own parameters form one library layer):
 - nn.Linear                       -> FNGD_LAYER_LINEAR, positions = product of the middle dims
 - nn.Conv2d, any groups (depthwise included), zero padding (int/tuple, 'valid', or a
-  symmetric 'same')               -> FNGD_LAYER_CONV2D (groups > 1: CPU backend only)
+  symmetric 'same')               -> FNGD_LAYER_CONV2D (groups in the descriptor)
 - nn.Conv1d, same options         -> FNGD_LAYER_CONV2D with H = 1 (N x C x L read as N x C x 1 x L)
 - nn.BatchNorm2d, affine          -> FNGD_LAYER_NORM_AFFINE, N x C x (H*W)
 - nn.LayerNorm over one dimension, elementwise affine
@@ -132,9 +132,6 @@ class Conv2dKind(LayerKind):
 
     def unsupported_reason(self, module):
         t = type(module).__name__
-        if module.groups > 1 and module.weight.is_cuda:
-            return (f"{t} with groups={module.groups} on a CUDA device (the CUDA backend has no "
-                    "grouped convolution yet; the CPU backend has)")
         if module.padding_mode != "zeros":
             return f"{t} with padding_mode='{module.padding_mode}' (only 'zeros')"
         if isinstance(module.padding, str) and module.padding == "same":
@@ -298,7 +295,7 @@ class GroupNormKind(_NormKind):
 
 
 class EmbeddingKind(LayerKind):
-    """nn.Embedding -> FNGD_LAYER_EMBEDDING (CPU backend): the library's input is the token
+    """nn.Embedding -> FNGD_LAYER_EMBEDDING: the library's input is the token
     ids (int64, N x T with T the product of the dims after the batch), padding_idx mapped to
     -1 so that its row gets no direction (as it gets no gradient in PyTorch)."""
     name, module_type = "embedding", nn.Embedding
@@ -308,9 +305,6 @@ class EmbeddingKind(LayerKind):
             return "Embedding with max_norm (renormalises its weight in the forward)"
         if module.sparse:
             return "Embedding with sparse=True (sparse gradients)"
-        if module.weight.is_cuda:
-            return ("Embedding on a CUDA device (the CUDA backend has no embedding kernels yet; "
-                    "the CPU backend has)")
         return ""
 
     def geometry(self, module, a):

@@ -127,6 +127,34 @@ def test_cuda_matches_cpu_over_collect_and_reuse(mode, name, dev):
 
 
 @needs_backend
+@pytest.mark.parametrize("mode", ["layer", "global"])
+def test_all_five_modules_match_cpu(mode):
+    """Embedding, MultiheadAttention, depthwise Conv1d, grouped Conv2d and GroupNorm on the GPU
+    (the CUDA backend's embedding and grouped-convolution paths) give the CPU backend's
+    directions over a collect and a reuse epoch. Looser than TOL: the capture recomputes the
+    attention and GroupNorm's xhat on each device, a few ulps apart, in a deeper model."""
+    from test_layers_attention import PAD, AllFive
+    torch.manual_seed(0)
+    cpu_model = AllFive()
+    gpu_model = copy.deepcopy(cpu_model).cuda()
+    opts = dict(num_samples=N_SAMPLES, max_batch=BATCH, damping=DAMPING, mode=mode)
+    cpu_pre = fngd.FNGDPreconditioner(cpu_model, **opts)
+    gpu_pre = fngd.FNGDPreconditioner(gpu_model, **opts)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(1, 9, (N_SAMPLES, 5), generator=g)
+    x[:, 4] = PAD
+    y = torch.randint(0, 3, (N_SAMPLES,), generator=g)
+    for epoch in schedule():
+        for ids in epoch:
+            ref = step(cpu_model, cpu_pre, x[ids], y[ids], ids)
+            got = step(gpu_model, gpu_pre, x[ids].cuda(), y[ids].cuda(), ids)
+            for n in ref:
+                assert rel_err(got[n], ref[n]) < 10 * TOL, (n, cpu_pre.phase)
+        cpu_pre.end_epoch()
+        gpu_pre.end_epoch()
+
+
+@needs_backend
 def test_side_stream_and_switching_streams():
     x, y = make_data("conv", N_SAMPLES)
     xd, yd = x.cuda(), y.cuda()

@@ -18,10 +18,10 @@
 /* cuBLAS workspace: 32 MiB is what NVIDIA recommends for Hopper. */
 #define FNGD_CUDA_BLAS_WS_BYTES ((size_t)32 << 20)
 
-/* Result of check_finite, read back through pinned memory. */
+/* Results of check_finite and of the embedding id check, read back through pinned memory. */
 struct fngd_cuda_scratch {
     int nonfinite;
-    int pad_;
+    int bad_id;
 };
 /* summarize_coefs: at most this many partial blocks per set, and about this many in all. */
 #define FNGD_CUDA_SUMMARY_BLOCKS 256
@@ -174,6 +174,32 @@ fngd_status_t fngd_cuda_check_finite(fngd_backend_ctx_t* ctx, const fngd_array_r
 fngd_status_t fngd_cuda_sgd_update(fngd_backend_ctx_t* ctx, const fngd_update_tensor_t* tensors,
                                    int count, float lr, float momentum, float weight_decay,
                                    const fngd_call_t* call);
+
+/* Layer kinds composed outside the dense matrix path (docs/METHOD.md section 4):
+ * EMBEDDING (cuda_embedding.cu: sparse-row Gram and scatter-add, no workspace; each op checks
+ * the ids against num_embeddings with one blocking read-back) and CONV2D with groups > 1
+ * (cuda_grouped.cu: each group's input and output-gradient channels are staged into the
+ * workspace by one strided copy each and run as an ungrouped conv; the Gram adds the groups'
+ * Grams, the direction fills each group's slice of the weight and bias). */
+fngd_status_t fngd_cuda_embedding_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                       const fngd_layer_batch_t* batch, int N, float scale2,
+                                       float* K, int accumulate, cudaStream_t s, fngd_err_t* err);
+fngd_status_t fngd_cuda_embedding_reduce(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                         const fngd_layer_batch_t* batch, int N,
+                                         const float* alpha, float scale, float* out_w,
+                                         cudaStream_t s, fngd_err_t* err);
+/* The ungrouped layer of one group of a grouped CONV2D (its geometry; method inherited). */
+fngd_status_t fngd_cuda_group_layer(const fngd_layer_t* layer, fngd_layer_t* group,
+                                    fngd_err_t* err);
+/* Staging bytes of a grouped layer at batch N (its group's own op workspace comes after). */
+size_t fngd_cuda_grouped_staging_bytes(const fngd_layer_t* layer, int N);
+fngd_status_t fngd_cuda_grouped_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                     const fngd_layer_batch_t* batch, int N, float scale, float* K,
+                                     int accumulate, const fngd_call_t* call);
+fngd_status_t fngd_cuda_grouped_weighted(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
+                                         const fngd_layer_batch_t* batch, int N,
+                                         const float* alpha, float scale, float* out_w,
+                                         float* out_b, const fngd_call_t* call);
 
 /* Id staging (cuda_ids.cu): device copy of host ids (NULL when ids is NULL) in ring slot
  * *slot (-1: none to release); release after enqueueing the kernel that reads it. */

@@ -141,6 +141,8 @@ fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* 
     FNGD_REQUIRE(err, N > 0, FNGD_ERROR_INVALID_ARGUMENT, "layer_gram: N = %d", N);
     const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
+    if (layer->kind == FNGD_LAYER_CONV2D && layer->groups > 1)
+        return fngd_cuda_grouped_gram(ctx, layer, batch, N, scale, K, accumulate, call);
     fngd_gram_plan plan = fngd_cuda_plan_gram(layer, N, ws_bytes);
     if (plan.bytes > ws_bytes) plan = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET);
     FNGD_REQUIRE(err, plan.bytes <= ws_bytes && (plan.bytes == 0 || ws != NULL),
@@ -169,6 +171,8 @@ fngd_status_t fngd_cuda_layer_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* 
         FNGD_TRY(syrk_rows(ctx, B.P, N, layer->grad_len, layer->grad_len, scale2, beta, K, err));
         break;
     }
+    case FNGD_LAYER_EMBEDDING: /* writes both triangles itself */
+        return fngd_cuda_embedding_gram(ctx, layer, batch, N, scale2, K, accumulate, s, err);
     case FNGD_LAYER_GENERIC:
         FNGD_TRY(syrk_rows(ctx, batch->input, N, layer->n_weight, layer->n_weight, scale2, beta,
                            K, err));

@@ -128,6 +128,8 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
     const cudaStream_t s = fngd_cuda_stream(call->stream);
     FNGD_TRY(fngd_cuda_bind(ctx, s, err));
     const fngd_layer_t* L = layer;
+    if (L->kind == FNGD_LAYER_CONV2D && L->groups > 1)
+        return fngd_cuda_grouped_weighted(ctx, L, batch, N, alpha, scale, out_w, out_b, call);
 
     switch (L->kind) {
     case FNGD_LAYER_CONV2D: {
@@ -150,6 +152,8 @@ fngd_status_t fngd_cuda_weighted_grad(fngd_backend_ctx_t* ctx, const fngd_layer_
         FNGD_CUDA_TRY(err, fngd_launch_norm_grads(P, s));
         return FNGD_SUCCESS;
     }
+    case FNGD_LAYER_EMBEDDING:
+        return fngd_cuda_embedding_reduce(ctx, L, batch, N, alpha, scale, out_w, s, err);
     case FNGD_LAYER_GENERIC: {
         FNGD_REQUIRE(err, L->n_weight <= INT32_MAX, FNGD_ERROR_NOT_SUPPORTED,
                      "generic layer of %lld parameters exceeds the cuBLAS int range",

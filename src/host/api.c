@@ -261,8 +261,6 @@ fngd_status_t fngd_add_layer(fngd_handle_t h, const fngd_layer_desc_t* desc, int
     char msg[256];
     fngd_status_t s = fngd_layer_init(&layer, desc, msg, sizeof msg);
     FNGD_REQUIRE(err, s == FNGD_SUCCESS, s, "layer %d: %s", h->num_layers, msg);
-    s = fngd_layer_check_backend(&layer, h->cfg.backend, msg, sizeof msg);
-    FNGD_REQUIRE(err, s == FNGD_SUCCESS, s, "layer %d: %s", h->num_layers, msg);
     if (h->num_layers == h->layers_capacity) {
         int cap = h->layers_capacity ? 2 * h->layers_capacity : 8;
         fngd_layer_t* grown = fngd_host_alloc((size_t)cap * sizeof *grown, 64);

@@ -139,24 +139,6 @@ fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc
     return FNGD_SUCCESS;
 }
 
-fngd_status_t fngd_layer_check_backend(const fngd_layer_t* l, fngd_backend_kind_t backend,
-                                       char* msg, size_t msg_len) {
-    if (backend == FNGD_BACKEND_CUDA && l->kind == FNGD_LAYER_EMBEDDING) {
-        snprintf(msg, msg_len,
-                 "EMBEDDING is not supported by the CUDA backend yet (the CPU backend supports "
-                 "it)");
-        return FNGD_ERROR_NOT_SUPPORTED;
-    }
-    if (backend == FNGD_BACKEND_CUDA && l->kind == FNGD_LAYER_CONV2D && l->groups > 1) {
-        snprintf(msg, msg_len,
-                 "CONV2D with groups = %d is not supported by the CUDA backend yet (the CPU "
-                 "backend supports it)",
-                 l->groups);
-        return FNGD_ERROR_NOT_SUPPORTED;
-    }
-    return FNGD_SUCCESS;
-}
-
 /* METHOD.md section 4. Materialise: per-sample gradients with a batched GEMM (2*N*T*pa*q)
  * then K = P P^T (N^2*pa*q). Position: A A^T and E E^T over N*T rows ((N*T)^2*(pa+q));
  * a grouped conv forms them per group ((N*T)^2*(G*pa + q), G Hadamard reductions). */

@@ -35,10 +35,6 @@ typedef struct fngd_layer {
 fngd_status_t fngd_layer_init(fngd_layer_t* layer, const fngd_layer_desc_t* desc, char* msg,
                               size_t msg_len);
 
-/* NOT_SUPPORTED with a message when `backend` cannot run this layer (CUDA: grouped conv). */
-fngd_status_t fngd_layer_check_backend(const fngd_layer_t* layer, fngd_backend_kind_t backend,
-                                       char* msg, size_t msg_len);
-
 /* Flop and byte estimates of the two exact Gram methods for a batch of N (METHOD.md sec. 4). */
 double fngd_gram_flops(const fngd_layer_t* layer, int N, fngd_gram_method_t method);
 double fngd_gram_bytes(const fngd_layer_t* layer, int N, fngd_gram_method_t method);
