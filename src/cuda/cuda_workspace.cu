@@ -151,7 +151,8 @@ static size_t layer_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, in
 }
 
 /* The op table's one workspace query: the largest layer op and the solve of solve_count
- * matrices (cuda_solve.cu, on the path the solve will take). */
+ * matrices (cuda_solve.cu) on either path, and of one matrix (the host's retry of a matrix
+ * that failed to factor), so that any batch up to N is covered whichever path it resolves to. */
 fngd_status_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
                                         int num_layers, int N, int solve_count, size_t* bytes,
                                         const fngd_call_t* call)
@@ -162,7 +163,15 @@ fngd_status_t fngd_cuda_workspace_bytes(fngd_backend_ctx_t* ctx, const fngd_laye
                  "cuda workspace_bytes: null argument, %d layers, N = %d or solve_count = %d",
                  num_layers, N, solve_count);
     size_t need = 0;
-    FNGD_TRY(fngd_cuda_solve_bytes(ctx, N, solve_count, FNGD_CUDA_CHOL_AUTO, &need, call->err));
+    if (solve_count > 0) {
+        const fngd_cuda_chol_path paths[2] = {FNGD_CUDA_CHOL_BATCHED, FNGD_CUDA_CHOL_LOOPED};
+        for (int count : {solve_count, 1})
+            for (fngd_cuda_chol_path path : paths) {
+                size_t b = 0;
+                FNGD_TRY(fngd_cuda_solve_bytes(ctx, N, count, path, &b, call->err));
+                if (b > need) need = b;
+            }
+    }
     for (int l = 0; l < num_layers; ++l) {
         const size_t w = layer_bytes(ctx, &layers[l], N);
         if (w > need) need = w;

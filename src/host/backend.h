@@ -87,9 +87,10 @@ typedef struct fngd_backend_ops {
     fngd_status_t (*synchronize)(fngd_backend_ctx_t* ctx, const fngd_call_t* call);
 
     /* The one workspace query: *bytes = the workspace that layer_gram and weighted_grad need
-     * for a batch of N on each of layers[0..num_layers) (with its resolved method) and that
-     * factor_solve needs for solve_count matrices of order N (0: no solve), whichever is
-     * largest. An op may be given less than its share only by a caller that queried less. */
+     * for a batch of up to N on each of layers[0..num_layers) (with its resolved method) and
+     * that factor_solve needs for solve_count matrices of order up to N, or one (a retry), (0:
+     * no solve), whichever is largest. An op may be given less than its share only by a
+     * caller that queried less. */
     fngd_status_t (*workspace_bytes)(fngd_backend_ctx_t* ctx, const fngd_layer_t* layers,
                                      int num_layers, int N, int solve_count, size_t* bytes,
                                      const fngd_call_t* call);

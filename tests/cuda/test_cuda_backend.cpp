@@ -289,8 +289,8 @@ const char* path_name(fngd_cuda_chol_path p) {
     return p == FNGD_CUDA_CHOL_AUTO ? "auto" : p == FNGD_CUDA_CHOL_BATCHED ? "batched" : "looped";
 }
 
+// The exact bytes of one path (AUTO: the path it resolves to).
 size_t batched_ws_bytes(Backends& b, int N, int count, fngd_cuda_chol_path path) {
-    if (path == FNGD_CUDA_CHOL_AUTO) return b.gpu_solve_ws(N, count);
     size_t bytes = 0;
     EXPECT_EQ(fngd_cuda_solve_bytes(b.gc, N, count, path, &bytes, &b.err), FNGD_SUCCESS)
         << b.err.msg;
@@ -435,13 +435,19 @@ TEST(CudaBackend, FactorSolveBatchedRejectsNanAndWritesNoAlpha) {
             }
 }
 
-// The solve's workspace query is exact: the call succeeds with that many bytes (the tests
-// above) and refuses one byte less; it holds at least the double copies of every matrix.
+// Each path's workspace size is exact: the call succeeds with that many bytes (the tests
+// above) and refuses one byte less; it holds at least the double copies of every matrix. The
+// op table's query covers every path at that count and the one-matrix retry.
 TEST(CudaBackend, FactorSolveBatchedWorkspaceIsExact) {
     FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
     Backends b(300);
     ASSERT_TRUE(b.ok()) << b.err.msg;
     EXPECT_EQ(b.gpu_solve_ws(7, 0), 0u);  // no solve, no layer: nothing
+    for (int N : {7, 300})
+        for (fngd_cuda_chol_path path : kPaths) {
+            EXPECT_GE(b.gpu_solve_ws(N, 3), batched_ws_bytes(b, N, 3, path)) << N;
+            EXPECT_GE(b.gpu_solve_ws(N, 3), batched_ws_bytes(b, N, 1, path)) << N;
+        }
     size_t n0 = 1;
     EXPECT_EQ(b.gpu->workspace_bytes(b.gc, nullptr, 0, 0, 3, &n0, &b.gcall),
               FNGD_ERROR_INVALID_ARGUMENT);
