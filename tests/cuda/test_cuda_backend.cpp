@@ -197,6 +197,43 @@ TEST(CudaBackend, CreateBindsDeviceAndReportsBadOrdinal) {
     gpu->destroy(ctx);
 }
 
+// An op binds cuBLAS and cuSOLVER to its call's stream, and only when that stream differs from
+// the one they are bound to: a handle moved behind the context's back stays where it was put
+// while the calls keep their stream, and follows the next call on another stream.
+TEST(CudaBackend, BindsLibraryHandlesOnlyWhenTheStreamChanges) {
+    FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
+    Backends b(4);
+    ASSERT_TRUE(b.ok()) << b.err.msg;
+    cudaStream_t s1 = nullptr, s2 = nullptr, other = nullptr;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking), cudaSuccess);
+    Dev x(random_vec(64, 9));
+    auto scale_on = [&](cudaStream_t s) {
+        fngd_call_t c = b.gcall;
+        c.stream = (fngd_stream_t)s;
+        EXPECT_EQ(b.gpu->scale(b.gc, x.f(), 64, 0.5f, &c), FNGD_SUCCESS) << b.err.msg;
+        EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    };
+    auto blas_stream = [&] {
+        cudaStream_t s = nullptr;
+        EXPECT_EQ(cublasGetStream(b.gc->blas, &s), CUBLAS_STATUS_SUCCESS);
+        return s;
+    };
+    scale_on(s1);
+    EXPECT_EQ(blas_stream(), s1);
+    ASSERT_EQ(cublasSetStream(b.gc->blas, other), CUBLAS_STATUS_SUCCESS);
+    scale_on(s1);  // same stream as the last call: no rebind
+    EXPECT_EQ(blas_stream(), other);
+    scale_on(s2);  // another stream: both handles follow
+    EXPECT_EQ(blas_stream(), s2);
+    cudaStream_t solver_stream = nullptr;
+    EXPECT_EQ(cusolverDnGetStream(b.gc->solver, &solver_stream), CUSOLVER_STATUS_SUCCESS);
+    EXPECT_EQ(solver_stream, s2);
+    scale_on(nullptr);  // the per-thread default stream: nothing left on the streams below
+    for (cudaStream_t s : {s1, s2, other}) EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
 // Chunked plans (a workspace below the whole-layer size) give the same Gram and direction.
 TEST(CudaBackend, ChunkedWorkspaceMatchesCpu) {
     FNGD_TEST_REQUIRE_BACKEND(FNGD_BACKEND_CUDA);
