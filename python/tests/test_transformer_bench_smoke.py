@@ -1,5 +1,5 @@
 """bench/transformer_bleu.py --quick: the Transformer translation benchmark runs every default
-optimizer row (AdamW, SGD, FNGD per-layer and global into SGD, global into AdamW, global with
+optimizer row (AdamW, SGD, FNGD per-layer and global into SGD and into AdamW, global with
 the library's KL clip) on a tiny split and writes JSON, markdown and PNG with finite BLEU and
 step-time ratios for both FNGD phases."""
 
@@ -16,7 +16,7 @@ pytest.importorskip("sacrebleu")
 pytestmark = pytest.mark.library_defaults
 
 BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "transformer_bleu.py")
-ROWS = ("adamw", "sgd", "fngd-layer", "fngd-global", "fngd-global-adamw",
+ROWS = ("adamw", "sgd", "fngd-layer", "fngd-global", "fngd-layer-adamw", "fngd-global-adamw",
         "fngd-global-klclip")
 
 
