@@ -7,7 +7,7 @@ Reports test BLEU (sacrebleu.corpus_bleu on detokenised greedy translations) aga
 and against training seconds, BLEU at AdamW's wall-clock budget, time to a BLEU target, and
 step-time ratios to AdamW measured in one interleaved timing pass. A benchmark, not a test.
 
-  python bench/transformer_bleu.py            # full protocol (about 30-40 min on 2 cores)
+  python bench/transformer_bleu.py            # full protocol (about 18 min on 2 vCPUs)
   python bench/transformer_bleu.py --quick    # smoke: tiny data, 2 epochs, one lr each
 
 Protocol: every optimizer gets an equal-size learning-rate grid (3 values), trained with
@@ -55,7 +55,7 @@ from tta_summary import mean_std  # noqa: E402
 # name -> (family of the learning-rate grid, FNGDPreconditioner kwargs or None, base optimizer)
 # The FNGD rows run without the library's default KL clip (step_control="none"), a choice made
 # after a pilot in which global FNGD with every default stayed below 1 BLEU after 10 epochs at
-# lr 0.03-0.3 (FNGD needs rates near 1 here, where the clip binds less);
+# lr 0.03-0.3; on the full grid it trains at lr 1 as well (README "Transformer benchmark").
 # fngd-global-klclip keeps every library default (the clip included) on the same grid, to
 # show what the clip costs or gives. With AdamW the clip would rarely bind (it reads AdamW's
 # small rate).
@@ -71,9 +71,9 @@ OPTIMIZERS = {
 }
 DEFAULT_OPTIMIZERS = ",".join(OPTIMIZERS)
 # Equal-size grids: 3 rates a factor of about 3 apart for every optimizer (by name, else by
-# family), placed with 4-epoch pilot runs of each family. Global FNGD's direction is shorter
-# than the gradient (its coefficients average about 0.1 / N against SGD's 1 / N here), so
-# its rates sit higher than SGD's. Per-layer FNGD diverged at 1 in the pilot; a first full
+# family), placed with 4-epoch pilot runs of each family. Global FNGD's coefficients average
+# 0.1-0.2 / N here (SGD's are 1 / N; per-layer FNGD's about 1 / N), so its rates sit an order
+# of magnitude higher. Per-layer FNGD diverged at 1 in the pilot; a first full
 # run with its grid at 0.1, 0.3, 1 selected the lowest rate, 0.1 (0.3 collapsed, 1 diverged
 # over 10 epochs), so its grid was moved down one step to keep the optimum inside.
 GRIDS = {"adamw": [1e-3, 3e-3, 1e-2], "sgd": [0.03, 0.1, 0.3], "fngd": [0.3, 1.0, 3.0],
