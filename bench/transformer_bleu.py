@@ -35,7 +35,6 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +49,7 @@ import transformer_data as D  # noqa: E402
 import transformer_model as M  # noqa: E402
 import tta_optimizers as O  # noqa: E402
 import tta_report  # noqa: E402
+import tta_train  # noqa: E402
 from tta_summary import mean_std  # noqa: E402
 
 # name -> (family of the learning-rate grid, FNGDPreconditioner kwargs or None, base optimizer)
@@ -241,17 +241,9 @@ def run_one(task):
         rec["info"] = stepper.info()
     except Exception as e:  # fngd errors included: recorded, never raised
         # a NaN/Inf that reached the library (its finite check) is a divergence too
-        bad = stepper is not None and not all(
-            bool(torch.isfinite(p).all()) for p in stepper.model.parameters())
-        rec["status"] = "diverged" if bad or "NaN or Inf" in str(e) else "error"
-        rec["error"] = f"{type(e).__name__}: {e}"
-        rec["traceback"] = traceback.format_exc(limit=4)
+        tta_train.record_failure(rec, e, stepper, diverged="NaN or Inf" in str(e))
     finally:
-        if stepper is not None:
-            try:
-                stepper.close()
-            except Exception:
-                pass
+        tta_train.close_quietly(stepper)
     rec["run_seconds"] = time.perf_counter() - t_start
     return rec
 

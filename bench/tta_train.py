@@ -79,6 +79,27 @@ def _finite_params(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def record_failure(rec: dict, e: Exception, stepper, diverged: bool = False) -> None:
+    """A run that raised: "diverged" when the caller says so or the parameters are no longer
+    finite, else "error"; the message and a short traceback go into rec."""
+    try:
+        diverged = diverged or (stepper is not None and not _finite_params(stepper.model))
+    except Exception:
+        pass
+    rec["status"] = "diverged" if diverged else "error"
+    rec["error"] = f"{type(e).__name__}: {e}"
+    rec["traceback"] = traceback.format_exc(limit=4)
+
+
+def close_quietly(stepper) -> None:
+    """Close a stepper after a run whatever state the run left it in."""
+    if stepper is not None:
+        try:
+            stepper.close()
+        except Exception:
+            pass
+
+
 def run_one(task: dict) -> dict:
     """task: optimizer, setting, seed, epochs, batch, device, schedule, data (spec for
     tta_data.load), model (arch, width), ctx (tta_optimizers.Context fields)."""
@@ -152,19 +173,8 @@ def run_one(task: dict) -> dict:
             rec["epochs"].append(row)
         rec["info"] = stepper.info()
     except Exception as e:  # fngd.FNGDError, third-party failures: recorded, never raised
-        diverged = False
-        try:
-            diverged = stepper is not None and not _finite_params(stepper.model)
-        except Exception:
-            pass
-        rec["status"] = "diverged" if diverged else "error"
-        rec["error"] = f"{type(e).__name__}: {e}"
-        rec["traceback"] = traceback.format_exc(limit=4)
+        record_failure(rec, e, stepper)
     finally:
-        if stepper is not None:
-            try:
-                stepper.close()
-            except Exception:
-                pass
+        close_quietly(stepper)
     rec["run_seconds"] = time.perf_counter() - t_start
     return rec

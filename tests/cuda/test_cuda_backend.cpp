@@ -30,6 +30,7 @@
 #include "backend.h"
 #include "backend_param.h"
 #include "backend_test_util.h"
+#include "cuda_test_backends.h"
 #include "cuda_test_buffers.h"
 #include "cuda/cuda_plan.h"
 #include "cuda/cuda_solve.h"
@@ -48,60 +49,10 @@ Vec abs_vec(const Vec& v) {
     return a;
 }
 
-// Both backends' contexts on one configuration.
-struct Backends {
-    const fngd_backend_ops_t* cpu = fngd_cpu_backend_ops();
-    const fngd_backend_ops_t* gpu = fngd_cuda_backend_ops();
-    fngd_backend_ctx_t* cc = nullptr;
-    fngd_backend_ctx_t* gc = nullptr;
-    fngd_err_t err;
-    explicit Backends(int max_batch) {
-        std::memset(&err, 0, sizeof err);
-        fngd_config_t cfg;
-        fngd_config_init(&cfg);
-        cfg.max_batch = max_batch;
-        cfg.num_samples = 4096;
-        cfg.backend = FNGD_BACKEND_CPU;
-        EXPECT_EQ(cpu->create(&cfg, &cc, &err), FNGD_SUCCESS) << err.msg;
-        cfg.backend = FNGD_BACKEND_CUDA;
-        EXPECT_NE(gpu, nullptr);
-        EXPECT_EQ(gpu->create(&cfg, &gc, &err), FNGD_SUCCESS) << err.msg;
-        ccall = fngd_call_t{nullptr, nullptr, 0, &err, -1};
-        gcall = ccall;
-        if (gc) EXPECT_EQ(gpu->begin_call(gc, &gcall), FNGD_SUCCESS) << err.msg;
-    }
-    ~Backends() {
-        if (cc) cpu->destroy(cc);
-        if (gc) {
-            gpu->end_call(gc, &gcall);
-            gpu->destroy(gc);
-        }
-    }
+// Both backends' contexts on one configuration, calls on the per-thread default stream.
+struct Backends : TwoBackends {
+    explicit Backends(int max_batch) : TwoBackends(test_config(max_batch), nullptr) {}
     bool ok() const { return cc && gc; }
-    // Each side's call with the workspace (p, bytes), for the ops that take one.
-    const fngd_call_t* cin(void* p, size_t bytes) { return with_ws(ccall, p, bytes); }
-    const fngd_call_t* gin(void* p, size_t bytes) { return with_ws(gcall, p, bytes); }
-    // The one workspace query: one layer (no solve), or `count` solves of order N.
-    size_t cpu_ws(const fngd_layer_t& l, int N) { return ws_of(cpu, cc, ccall, &l, 1, N, 0); }
-    size_t cpu_solve_ws(int N, int count) { return ws_of(cpu, cc, ccall, nullptr, 0, N, count); }
-    size_t gpu_solve_ws(int N, int count) { return ws_of(gpu, gc, gcall, nullptr, 0, N, count); }
-
-    fngd_call_t ccall{}, gcall{}, wcall{};
-
-  private:
-    const fngd_call_t* with_ws(const fngd_call_t& c, void* p, size_t bytes) {
-        wcall = c;
-        wcall.ws = p;
-        wcall.ws_bytes = bytes;
-        return &wcall;
-    }
-    size_t ws_of(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_call_t& c,
-                 const fngd_layer_t* l, int nl, int N, int count) {
-        size_t bytes = 0;
-        EXPECT_EQ(ops->workspace_bytes(ctx, l, nl, N, count, &bytes, &c), FNGD_SUCCESS)
-            << err.msg;
-        return bytes;
-    }
 };
 
 // One layer's batch on both sides plus the absolute-value per-sample gradients (the bound

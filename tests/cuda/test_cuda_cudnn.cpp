@@ -38,6 +38,7 @@
 #include "backend.h"
 #include "backend_param.h"
 #include "backend_test_util.h"
+#include "cuda_test_backends.h"
 #include "cuda_test_buffers.h"
 #include "cuda/cuda_cudnn.h"
 #include "fngd_reference.h"
@@ -59,64 +60,27 @@ const double kTf32Rel = 1.0 / 512.0 + 1e-5;  // 2^-9 + the FP32 part
         }                                                                                 \
     } while (0)
 
-// A CPU context and a CUDA context (math mode tf32) plus a non-blocking stream.
-struct Pair {
-    const fngd_backend_ops_t* cpu = fngd_cpu_backend_ops();
-    const fngd_backend_ops_t* gpu = fngd_cuda_backend_ops();
-    fngd_backend_ctx_t* cc = nullptr;
-    fngd_backend_ctx_t* gc = nullptr;
+cudaStream_t nonblocking_stream() {
     cudaStream_t s = nullptr;
-    fngd_err_t err;
-    Pair(int max_batch, int tf32) {
-        std::memset(&err, 0, sizeof err);
-        fngd_config_t cfg;
-        fngd_config_init(&cfg);
-        cfg.max_batch = max_batch;
-        cfg.num_samples = 4096;
-        cfg.allow_tf32 = tf32;
-        EXPECT_EQ(cpu->create(&cfg, &cc, &err), FNGD_SUCCESS) << err.msg;
-        cfg.backend = FNGD_BACKEND_CUDA;
-        EXPECT_EQ(gpu->create(&cfg, &gc, &err), FNGD_SUCCESS) << err.msg;
-        EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
-        ccall = fngd_call_t{nullptr, nullptr, 0, &err, -1};
-        gcall = fngd_call_t{(fngd_stream_t)s, nullptr, 0, &err, -1};
-        if (gc) EXPECT_EQ(gpu->begin_call(gc, &gcall), FNGD_SUCCESS) << err.msg;
-    }
+    EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    return s;
+}
+
+// A CPU context and a CUDA context (math mode tf32), the CUDA calls on a non-blocking stream.
+struct Pair : TwoBackends {
+    cudaStream_t s;
+    Pair(int max_batch, int tf32) : Pair(max_batch, tf32, nonblocking_stream()) {}
     ~Pair() {
-        if (s) {
-            cudaStreamSynchronize(s);
-            cudaStreamDestroy(s);
-        }
-        if (cc) cpu->destroy(cc);
-        if (gc) {
-            gpu->end_call(gc, &gcall);
-            gpu->destroy(gc);
-        }
+        if (s) cudaStreamSynchronize(s);
+        // the contexts go in ~TwoBackends, after the stream: nothing of theirs is left on it
+        if (s) cudaStreamDestroy(s);
     }
     bool ok() const { return cc && gc && s; }
     fngd_stream_t stream() const { return (fngd_stream_t)s; }
-    // Each side's call with the workspace (p, bytes), for the ops that take one.
-    const fngd_call_t* cin(void* p, size_t bytes) { return with_ws(ccall, p, bytes); }
-    const fngd_call_t* gin(void* p, size_t bytes) { return with_ws(gcall, p, bytes); }
-    // Each side's one workspace query for one layer (no solve).
-    size_t cpu_ws(const fngd_layer_t& l, int N) { return ws_of(cpu, cc, ccall, l, N); }
-    size_t gpu_ws(const fngd_layer_t& l, int N) { return ws_of(gpu, gc, gcall, l, N); }
-
-    fngd_call_t ccall{}, gcall{}, wcall{};
 
   private:
-    const fngd_call_t* with_ws(const fngd_call_t& c, void* p, size_t bytes) {
-        wcall = c;
-        wcall.ws = p;
-        wcall.ws_bytes = bytes;
-        return &wcall;
-    }
-    size_t ws_of(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_call_t& c,
-                 const fngd_layer_t& l, int N) {
-        size_t bytes = 0;
-        EXPECT_EQ(ops->workspace_bytes(ctx, &l, 1, N, 0, &bytes, &c), FNGD_SUCCESS) << err.msg;
-        return bytes;
-    }
+    Pair(int max_batch, int tf32, cudaStream_t st)
+        : TwoBackends(test_config(max_batch, tf32), st), s(st) {}
 };
 
 // Odd convolution geometries: strides, asymmetric padding, dilation, 1x1, channel counts that
