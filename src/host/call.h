@@ -21,10 +21,4 @@ static inline void fngd_call_end(fngd_handle_t h, fngd_call_t* call) {
     h->ops->end_call(h->ctx, call);
 }
 
-/* After fngd_prepare allocated the workspace inside an open call. */
-static inline void fngd_call_refresh_workspace(fngd_handle_t h, fngd_call_t* call) {
-    call->ws = h->workspace;
-    call->ws_bytes = h->workspace_bytes;
-}
-
 #endif

@@ -139,7 +139,7 @@ static fngd_status_t prepare_extras(fngd_handle_t h, const fngd_call_t* call) {
     return s;
 }
 
-static fngd_status_t prepare_in_call(fngd_handle_t h, const fngd_call_t* call) {
+static fngd_status_t allocate(fngd_handle_t h, const fngd_call_t* call) {
     fngd_status_t s = FNGD_SUCCESS;
     const fngd_config_t* c = &h->cfg;
     size_t N = (size_t)c->max_batch;
@@ -204,16 +204,24 @@ cleanup:
     return s;
 }
 
-fngd_status_t fngd_prepare(fngd_handle_t h) {
-    FNGD_REQUIRE_HANDLE(h);
+fngd_status_t fngd_prepare_in_call(fngd_handle_t h, fngd_call_t* call) {
     if (h->prepared) return FNGD_SUCCESS;
     FNGD_REQUIRE(&h->err, h->num_layers > 0, FNGD_ERROR_INVALID_STATE,
                  "no layer registered: call fngd_add_layer first");
     fngd_nvtx_push("fngd_prepare");
+    fngd_status_t s = allocate(h, call);
+    fngd_nvtx_pop();
+    call->ws = h->workspace; /* NULL again after a failure (the memory was released) */
+    call->ws_bytes = h->workspace_bytes;
+    return s;
+}
+
+fngd_status_t fngd_prepare(fngd_handle_t h) {
+    FNGD_REQUIRE_HANDLE(h);
+    if (h->prepared) return FNGD_SUCCESS;
     fngd_call_t call;
     fngd_status_t s = fngd_call_begin(h, NULL, &call);
-    if (s == FNGD_SUCCESS) s = prepare_in_call(h, &call);
+    if (s == FNGD_SUCCESS) s = fngd_prepare_in_call(h, &call);
     fngd_call_end(h, &call);
-    fngd_nvtx_pop();
     return s;
 }

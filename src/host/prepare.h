@@ -11,6 +11,10 @@ extern "C" {
 
 void fngd_release_backend_memory(fngd_handle_t h);
 
+/* fngd_prepare inside an open call (the first step, a state load): allocates what
+ * fngd_prepare does, nothing when already prepared, and points the call at the workspace. */
+fngd_status_t fngd_prepare_in_call(fngd_handle_t h, fngd_call_t* call);
+
 #ifdef __cplusplus
 }
 #endif

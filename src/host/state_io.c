@@ -10,6 +10,7 @@
 #include "nvtx_range.h"
 #include "epoch.h"
 #include "call.h"
+#include "prepare.h"
 #include "state_io.h"
 
 /* Sizes of one handle's image. */
@@ -534,7 +535,7 @@ static void commit(fngd_handle_t h, const decoded_state_t* d, staged_state_t* s)
 }
 
 static fngd_status_t load_impl(fngd_handle_t h, const void* buffer, size_t bytes,
-                               const fngd_call_t* call) {
+                               fngd_call_t* call) {
     state_plan_t p;
     FNGD_TRY(make_plan(h, &p));
     decoded_state_t d;
@@ -545,7 +546,7 @@ static fngd_status_t load_impl(fngd_handle_t h, const void* buffer, size_t bytes
     FNGD_TRY_GOTO(st, decode_image(h, (const uint8_t*)buffer, bytes, &p, &d));
     /* Loading freezes the layer set, as a first step would; a fresh prepare holds only zeros,
      * so even a failure after it leaves an equivalent state. */
-    FNGD_TRY_GOTO(st, fngd_prepare(h));
+    FNGD_TRY_GOTO(st, fngd_prepare_in_call(h, call));
     FNGD_TRY_GOTO(st, stage(h, &p, &d, &s, call));
     commit(h, &d, &s);
 cleanup:

@@ -221,8 +221,7 @@ static fngd_status_t step_impl(fngd_handle_t h, int N, const int64_t* ids,
                  "no layer registered: call fngd_add_layer before fngd_step");
     FNGD_REQUIRE(err, N >= 1 && N <= c->max_batch, FNGD_ERROR_INVALID_ARGUMENT,
                  "batch_size %d is outside 1..max_batch (%d)", N, c->max_batch);
-    FNGD_TRY(fngd_prepare(h));
-    fngd_call_refresh_workspace(h, call); /* the first step allocated it */
+    FNGD_TRY(fngd_prepare_in_call(h, call));
     int collect = h->counters.phase == FNGD_PHASE_COLLECT;
     if (collect && c->rhs == FNGD_RHS_CUSTOM)
         FNGD_REQUIRE(err, rhs, FNGD_ERROR_INVALID_ARGUMENT,
