@@ -191,8 +191,9 @@ fngd_status_t fngd_cuda_embedding_reduce(fngd_backend_ctx_t* ctx, const fngd_lay
 /* The ungrouped layer of one group of a grouped CONV2D (its geometry; method inherited). */
 fngd_status_t fngd_cuda_group_layer(const fngd_layer_t* layer, fngd_layer_t* group,
                                     fngd_err_t* err);
-/* Staging bytes of a grouped layer at batch N (its group's own op workspace comes after). */
-size_t fngd_cuda_grouped_staging_bytes(const fngd_layer_t* layer, int N);
+/* Staging bytes of one group (its layer from fngd_cuda_group_layer) at batch N; the group's
+ * own op workspace comes after them. */
+size_t fngd_cuda_grouped_staging_bytes(const fngd_layer_t* group, int N);
 fngd_status_t fngd_cuda_grouped_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer,
                                      const fngd_layer_batch_t* batch, int N, float scale, float* K,
                                      int accumulate, const fngd_call_t* call);

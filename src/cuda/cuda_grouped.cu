@@ -92,12 +92,9 @@ fngd_status_t fngd_cuda_group_layer(const fngd_layer_t* L, fngd_layer_t* g, fngd
     return FNGD_SUCCESS;
 }
 
-size_t fngd_cuda_grouped_staging_bytes(const fngd_layer_t* L, int N)
+size_t fngd_cuda_grouped_staging_bytes(const fngd_layer_t* group, int N)
 {
-    fngd_layer_t g;
-    fngd_err_t scratch;
-    if (fngd_cuda_group_layer(L, &g, &scratch) != FNGD_SUCCESS) return 0;
-    return carve(g, N, nullptr).bytes;
+    return carve(*group, N, nullptr).bytes;
 }
 
 fngd_status_t fngd_cuda_grouped_gram(fngd_backend_ctx_t* ctx, const fngd_layer_t* L,

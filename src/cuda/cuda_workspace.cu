@@ -122,8 +122,9 @@ fngd_weighted_plan fngd_cuda_plan_weighted(const fngd_layer_t* L, int N, size_t 
 }
 
 /* The most any operation of the layer takes at batch N (EMBEDDING: nothing; grouped CONV2D:
- * one group's staging and its ungrouped op): the Gram's plan, and the weighted reduction's: for a CONV2D layer with a usable cuDNN plan (made here, once per geometry and
- * N, so fngd_prepare / fngd_get_workspace_size choose the algorithm) the scaled output
+ * one group's staging and its ungrouped op): the Gram's plan, and the weighted reduction's:
+ * for a CONV2D layer with a usable cuDNN plan (made here, once per geometry and N, so
+ * fngd_prepare / fngd_get_workspace_size choose the algorithm) the scaled output
  * gradient, bias partials and cuDNN's own workspace; else the im2col / staging plan, plus the
  * bias partial sums of a single-chunk LINEAR layer (cuda_weighted.cu). */
 static size_t layer_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, int N)
@@ -133,7 +134,7 @@ static size_t layer_bytes(fngd_backend_ctx_t* ctx, const fngd_layer_t* layer, in
         fngd_layer_t g;
         fngd_err_t scratch;
         if (fngd_cuda_group_layer(layer, &g, &scratch) != FNGD_SUCCESS) return 0;
-        return fngd_cuda_grouped_staging_bytes(layer, N) + layer_bytes(ctx, &g, N);
+        return fngd_cuda_grouped_staging_bytes(&g, N) + layer_bytes(ctx, &g, N);
     }
     const size_t g = fngd_cuda_plan_gram(layer, N, FNGD_CUDA_WS_TARGET).bytes;
     const fngd_weighted_plan wp = fngd_cuda_plan_weighted(layer, N, FNGD_CUDA_WS_TARGET);
