@@ -40,6 +40,25 @@ inline fngd_status_t check_one(const fngd_backend_ops_t* ops, fngd_backend_ctx_t
     return ops->check_finite(ctx, &a, 1, bad, call);
 }
 
+// `call` with the workspace (p, bytes), for the ops that take one.
+inline fngd_call_t with_ws(fngd_call_t call, void* p, size_t bytes) {
+    call.ws = p;
+    call.ws_bytes = bytes;
+    return call;
+}
+
+// The one workspace query (backend.h) for layers[0..num_layers) and `count` solves of order
+// N; a failed query is a test failure (and 0 bytes).
+inline size_t query_ws(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx,
+                       const fngd_call_t& call, const fngd_layer_t* layers, int num_layers,
+                       int N, int count) {
+    size_t bytes = 0;
+    EXPECT_EQ(ops->workspace_bytes(ctx, layers, num_layers, N, count, &bytes, &call),
+              FNGD_SUCCESS)
+        << call.err->msg;
+    return bytes;
+}
+
 // A layer descriptor with the name its failures are reported under.
 struct Case {
     std::string name;
@@ -101,7 +120,8 @@ inline std::vector<Case> layer_cases() {
 // token ids in [-1, V) (-1: padding; a small V makes samples share ids) packed into the floats.
 inline Vec layer_input(const fngd_layer_t& l, int N, unsigned seed, float lo = -0.7f,
                        float hi = 1.3f) {
-    if (l.kind != FNGD_LAYER_EMBEDDING) return random_vec((size_t)N * l.in_per_sample, seed, lo, hi);
+    if (l.kind != FNGD_LAYER_EMBEDDING)
+        return random_vec((size_t)N * l.in_per_sample, seed, lo, hi);
     std::mt19937 gen(seed);
     std::uniform_int_distribution<int64_t> id(-1, l.desc.num_embeddings - 1);
     std::vector<int64_t> ids((size_t)N * l.T);

@@ -104,23 +104,12 @@ class BackendOps : public ::testing::TestWithParam<fngd_backend_kind_t> {
     }
     // The test's call with workspace w, for the ops that use one.
     const fngd_call_t* in(const Ws& w) {
-        ws_call = call;
-        ws_call.ws = w.p;
-        ws_call.ws_bytes = w.bytes;
+        ws_call = with_ws(call, w.p, w.bytes);
         return &ws_call;
     }
     // The one workspace query, for one layer (no solve) or for `count` solves of order N.
-    size_t layer_ws(const fngd_layer_t& l, int N) {
-        size_t b = 0;
-        EXPECT_EQ(ops->workspace_bytes(ctx, &l, 1, N, 0, &b, &call), FNGD_SUCCESS) << err.msg;
-        return b;
-    }
-    size_t solve_ws(int N, int count) {
-        size_t b = 0;
-        EXPECT_EQ(ops->workspace_bytes(ctx, nullptr, 0, N, count, &b, &call), FNGD_SUCCESS)
-            << err.msg;
-        return b;
-    }
+    size_t layer_ws(const fngd_layer_t& l, int N) { return query_ws(ops, ctx, call, &l, 1, N, 0); }
+    size_t solve_ws(int N, int count) { return query_ws(ops, ctx, call, nullptr, 0, N, count); }
     // factor_solve of one matrix (count 1, ld_alpha N).
     fngd_status_t solve1(const float* K, int N, fngd_damping_kind_t kind, double damping,
                          double min_shift, const float* rhs, int filter, float* alpha, int* info,

@@ -75,10 +75,7 @@ fngd_call_t cpu_call(fngd_err_t* err, void* ws = nullptr, size_t ws_bytes = 0) {
 size_t layer_ws(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_layer_t& l,
                 int N) {
     fngd_err_t err{};
-    const fngd_call_t call = cpu_call(&err);
-    size_t b = 0;
-    EXPECT_EQ(ops->workspace_bytes(ctx, &l, 1, N, 0, &b, &call), FNGD_SUCCESS) << err.msg;
-    return b;
+    return query_ws(ops, ctx, cpu_call(&err), &l, 1, N, 0);
 }
 
 // ---- the backend fixture ------------------------------------------------------------------------

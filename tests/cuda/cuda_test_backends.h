@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "backend.h"
+#include "backend_test_util.h"
 #include "fngd.h"
 
 namespace fngd_test {
@@ -44,27 +45,22 @@ struct TwoBackends {
     TwoBackends& operator=(const TwoBackends&) = delete;
 
     // Each side's call with the workspace (p, bytes), for the ops that take one.
-    const fngd_call_t* cin(void* p, size_t bytes) { return with_ws(ccall, p, bytes); }
-    const fngd_call_t* gin(void* p, size_t bytes) { return with_ws(gcall, p, bytes); }
+    const fngd_call_t* cin(void* p, size_t bytes) { return held(with_ws(ccall, p, bytes)); }
+    const fngd_call_t* gin(void* p, size_t bytes) { return held(with_ws(gcall, p, bytes)); }
     // The one workspace query: one layer (no solve), or `count` solves of order N.
-    size_t cpu_ws(const fngd_layer_t& l, int N) { return ws_of(cpu, cc, ccall, &l, 1, N, 0); }
-    size_t gpu_ws(const fngd_layer_t& l, int N) { return ws_of(gpu, gc, gcall, &l, 1, N, 0); }
-    size_t cpu_solve_ws(int N, int count) { return ws_of(cpu, cc, ccall, nullptr, 0, N, count); }
-    size_t gpu_solve_ws(int N, int count) { return ws_of(gpu, gc, gcall, nullptr, 0, N, count); }
+    size_t cpu_ws(const fngd_layer_t& l, int N) { return query_ws(cpu, cc, ccall, &l, 1, N, 0); }
+    size_t gpu_ws(const fngd_layer_t& l, int N) { return query_ws(gpu, gc, gcall, &l, 1, N, 0); }
+    size_t cpu_solve_ws(int N, int count) {
+        return query_ws(cpu, cc, ccall, nullptr, 0, N, count);
+    }
+    size_t gpu_solve_ws(int N, int count) {
+        return query_ws(gpu, gc, gcall, nullptr, 0, N, count);
+    }
 
   private:
-    const fngd_call_t* with_ws(const fngd_call_t& c, void* p, size_t bytes) {
+    const fngd_call_t* held(const fngd_call_t& c) {
         wcall_ = c;
-        wcall_.ws = p;
-        wcall_.ws_bytes = bytes;
         return &wcall_;
-    }
-    size_t ws_of(const fngd_backend_ops_t* ops, fngd_backend_ctx_t* ctx, const fngd_call_t& c,
-                 const fngd_layer_t* l, int nl, int N, int count) {
-        size_t bytes = 0;
-        EXPECT_EQ(ops->workspace_bytes(ctx, l, nl, N, count, &bytes, &c), FNGD_SUCCESS)
-            << err.msg;
-        return bytes;
     }
     fngd_call_t wcall_{};
 };
