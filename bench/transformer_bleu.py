@@ -229,8 +229,7 @@ def run_one(task):
             wall += dt
             row = {"epoch": ep + 1, "phase": phase, "seconds": dt, "wall": wall,
                    "train_loss": train_loss}
-            finite = math.isfinite(train_loss) and all(
-                bool(torch.isfinite(p).all()) for p in model.parameters())
+            finite = math.isfinite(train_loss) and tta_train.finite_params(model)
             if not finite:
                 rec["status"] = "diverged"
                 rec["error"] = f"non-finite train loss or parameters in epoch {ep + 1}"

@@ -75,7 +75,7 @@ def evaluate(model, x, y, chunk=1024):
     return correct / n, loss / n
 
 
-def _finite_params(model) -> bool:
+def finite_params(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
@@ -83,7 +83,7 @@ def record_failure(rec: dict, e: Exception, stepper, diverged: bool = False) -> 
     """A run that raised: "diverged" when the caller says so or the parameters are no longer
     finite, else "error"; the message and a short traceback go into rec."""
     try:
-        diverged = diverged or (stepper is not None and not _finite_params(stepper.model))
+        diverged = diverged or (stepper is not None and not finite_params(stepper.model))
     except Exception:
         pass
     rec["status"] = "diverged" if diverged else "error"
@@ -160,7 +160,7 @@ def run_one(task: dict) -> dict:
             wall += dt
             row = {"epoch": ep + 1, "phase": phase, "seconds": dt, "wall": wall,
                    "train_loss": train_loss, "lr_end": stepper.current_lr()}
-            if not math.isfinite(train_loss) or not _finite_params(model):
+            if not math.isfinite(train_loss) or not finite_params(model):
                 row.update(val_acc=None, test_acc=None, val_loss=None, test_loss=None)
                 rec["epochs"].append(row)
                 rec["status"] = "diverged"
